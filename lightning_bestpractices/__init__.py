@@ -1,0 +1,17 @@
+"""lightning-bestpractices: training practices as tested PyTorch Lightning callbacks, mixins and recipes.
+
+The public API is flat: ``from lightning_bestpractices import WeightInit, GradualUnfreezing, ...``.
+Each practice lives in one module (a pure-torch functional core plus a thin Lightning shell).
+"""
+
+# --- foundation: data, models, recipe runner ---------------------------------------------------------------
+
+# --- initialization / normalization (issue 3) -----------------------------------------------------------
+
+# --- optimizers / schedules (issue 4) --------------------------------------------------------------------
+
+# --- transfer learning (issue 5) -------------------------------------------------------------------------
+
+# --- MC dropout / uncertainty (issue 6) ------------------------------------------------------------------
+
+__version__ = "0.1.0"

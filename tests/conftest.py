@@ -1,0 +1,62 @@
+"""Shared test helpers.
+
+DDP is tested for real: a script is launched as a subprocess with ``strategy="ddp", devices=2`` on CPU (gloo),
+exactly as a user launches it. Lightning re-runs the same command line for rank 1, so the script must be a file
+(see ``tests/scripts/``). Each rank writes what the test asserts on to ``--out`` and the test reads it back.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for a launched run: W&B offline and local to ``tmp_path``, one thread per process."""
+    env = dict(os.environ)
+    env.update(
+        WANDB_MODE="offline",
+        WANDB_DIR=str(tmp_path),
+        WANDB_SILENT="true",
+        WANDB_CONSOLE="off",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+        PYTHONWARNINGS="ignore",
+    )
+    env.update(extra)
+    return env
+
+
+def run_python(args: list[str], tmp_path: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """Run ``python *args`` in ``tmp_path``; fail the test with the output's tail if it exits non-zero."""
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"`python {' '.join(map(str, args))}` exited {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    """``run_script("name.py", *args)`` runs ``tests/scripts/name.py`` in ``tmp_path`` (see module docstring)."""
+
+    def _run(name: str, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+        return run_python([SCRIPTS / name, *args], tmp_path, timeout=timeout, **env)
+
+    return _run
