@@ -4,6 +4,8 @@ The public API is flat: ``from lightning_bestpractices import WeightInit, Gradua
 Each practice lives in one module (a pure-torch functional core plus a thin Lightning shell).
 """
 
+__all__: list[str] = []
+
 # --- foundation: data, models, recipe runner ---------------------------------------------------------------
 
 # --- initialization / normalization (issue 3) -----------------------------------------------------------
