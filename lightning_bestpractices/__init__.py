@@ -9,6 +9,33 @@ __all__: list[str] = []
 # --- foundation: data, models, recipe runner ---------------------------------------------------------------
 
 # --- initialization / normalization (issue 3) -----------------------------------------------------------
+from .normalization import (  # noqa: E402
+    NORM_TYPES,
+    FrozenBatchNorm,
+    batchnorm_to_groupnorm,
+    batchnorm_to_syncbn,
+    freeze_batchnorm,
+    is_norm,
+    no_decay_parameters,
+    norm_types,
+    param_groups,
+    register_norm,
+    unfreeze_batchnorm,
+)
+
+__all__ += [
+    "NORM_TYPES",
+    "FrozenBatchNorm",
+    "batchnorm_to_groupnorm",
+    "batchnorm_to_syncbn",
+    "freeze_batchnorm",
+    "is_norm",
+    "no_decay_parameters",
+    "norm_types",
+    "param_groups",
+    "register_norm",
+    "unfreeze_batchnorm",
+]
 
 # --- optimizers / schedules (issue 4) --------------------------------------------------------------------
 
