@@ -1,0 +1,34 @@
+"""Monte Carlo dropout and uncertainty: seeded, prefix-cached MC predictions, measures, calibration, Lightning mixin.
+
+Functional core: :func:`mc_predict`, :func:`uncertainty_measures`, :func:`mc_dropout_mode`,
+:func:`register_stochastic`, :func:`find_split`. Lightning shell: :class:`MCDropoutMixin`. Reporting:
+:func:`calibration_metrics`, :func:`reliability_diagram`, :func:`uncertainty_histogram`.
+"""
+
+from __future__ import annotations
+
+from .functional import MCOutput, MCRegressionOutput, mc_predict, uncertainty_measures
+from .split import Split, find_split
+from .stochastic import (
+    RowRandom,
+    find_stochastic_modules,
+    mc_dropout_mode,
+    register_stochastic,
+    stochastic_registry,
+    unregister_stochastic,
+)
+
+__all__ = [
+    "MCOutput",
+    "MCRegressionOutput",
+    "RowRandom",
+    "Split",
+    "find_split",
+    "find_stochastic_modules",
+    "mc_dropout_mode",
+    "mc_predict",
+    "register_stochastic",
+    "stochastic_registry",
+    "uncertainty_measures",
+    "unregister_stochastic",
+]

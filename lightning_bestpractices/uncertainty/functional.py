@@ -1,0 +1,354 @@
+"""MC dropout prediction and uncertainty measures (pure torch).
+
+:func:`mc_predict` is the one entry point. What it adds over the usual recipe (``module.train()`` on every
+dropout, tile the input N times, ``softmax(...).mean(0)``):
+
+* only dropout-family modules are switched on (BatchNorm stays in eval, buffers untouched), modes restored;
+* the deterministic prefix of the network runs once and only the stochastic suffix runs N times;
+* samples run in chunks sized to a memory budget, aggregated with running sums (memory O(batch x classes));
+* masks are seeded per (seed, input index, sample index): batch size, chunk size and process count do not
+  change the result;
+* it returns probabilities and the standard measures, never logits, so averaging logits is impossible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import torch
+from lightning.fabric.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from .split import find_split
+from .stochastic import count_functional_dropout_calls, find_stochastic_modules, mc_dropout_mode
+
+__all__ = ["MCOutput", "MCRegressionOutput", "mc_predict", "uncertainty_measures"]
+
+Task = Literal["multiclass", "binary", "regression"]
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        rank_zero_warn(message)
+
+
+@dataclass
+class MCOutput:
+    """Per-input MC dropout outputs for classification (``binary``: probabilities of the positive class).
+
+    Attributes:
+        mean_probs: mean over samples of the softmax (sigmoid) probabilities, ``(B, C)`` (binary ``(B,)``).
+        std_probs: standard deviation over samples of those probabilities (population std, 0 for N=1).
+        predictive_entropy: entropy of ``mean_probs`` (total uncertainty, nats), ``(B,)``.
+        expected_entropy: mean over samples of each sample's entropy (aleatoric), ``(B,)``.
+        mutual_information: ``predictive_entropy - expected_entropy`` (epistemic), in ``[0, log C]``.
+        log_likelihood: ``log mean_s p_s(target)``, the mixture log-likelihood computed in log space; ``None``
+            without targets.
+        n_samples: number of MC samples.
+    """
+
+    mean_probs: Tensor
+    std_probs: Tensor
+    predictive_entropy: Tensor
+    expected_entropy: Tensor
+    mutual_information: Tensor
+    log_likelihood: Tensor | None
+    n_samples: int
+
+    @property
+    def predictions(self) -> Tensor:
+        """Predicted class from the averaged probabilities."""
+        return (self.mean_probs > 0.5).long() if self.mean_probs.dim() == 1 else self.mean_probs.argmax(-1)
+
+
+@dataclass
+class MCRegressionOutput:
+    """Per-input MC dropout outputs for regression: predictive ``mean`` and ``variance`` over samples."""
+
+    mean: Tensor
+    variance: Tensor
+    n_samples: int
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# streaming aggregation
+# ----------------------------------------------------------------------------------------------------------------
+class _Welford:
+    """Running mean and sum of squared deviations over chunks (Chan et al.'s merge): exact, O(batch) memory."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: Tensor | None = None
+        self.m2: Tensor | None = None
+
+    def update(self, values: Tensor) -> None:  # values: (chunk, ...)
+        c = values.shape[0]
+        cmean = values.mean(0)
+        cm2 = (values - cmean).square().sum(0)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = c, cmean, cm2
+            return
+        total = self.n + c
+        delta = cmean - self.mean
+        self.mean = self.mean + delta * (c / total)
+        self.m2 = self.m2 + cm2 + delta.square() * (self.n * c / total)
+        self.n = total
+
+    @property
+    def variance(self) -> Tensor:
+        return self.m2 / self.n
+
+
+class _ClassificationAccumulator:
+    def __init__(self, targets: Tensor | None) -> None:
+        self.probs = _Welford()
+        self.entropy_sum: Tensor | None = None
+        self.targets = targets
+        self.lse: Tensor | None = None
+
+    def update(self, log_probs: Tensor) -> None:  # (chunk, B, C), fp32
+        probs = log_probs.exp()
+        self.probs.update(probs)
+        ent = torch.special.entr(probs).sum(-1).sum(0)
+        self.entropy_sum = ent if self.entropy_sum is None else self.entropy_sum + ent
+        if self.targets is not None:
+            idx = self.targets.view(1, -1, 1).expand(log_probs.shape[0], -1, 1)
+            lse = log_probs.gather(-1, idx).squeeze(-1).logsumexp(0)
+            self.lse = lse if self.lse is None else torch.logaddexp(self.lse, lse)
+
+    def result(self, binary: bool) -> MCOutput:
+        n = self.probs.n
+        mean = self.probs.mean
+        std = self.probs.variance.clamp_min(0).sqrt()
+        predictive = torch.special.entr(mean).sum(-1)
+        expected = self.entropy_sum / n
+        mi = (predictive - expected).clamp(0.0, math.log(mean.shape[-1]))
+        ll = None if self.lse is None else self.lse - math.log(n)
+        if binary:
+            mean, std = mean[..., 1].contiguous(), std[..., 1].contiguous()
+        return MCOutput(mean, std, predictive, expected, mi, ll, n)
+
+
+def _log_probs(out: Tensor, task: Task, n: int, batch: int) -> Tensor:
+    out = out.float()
+    if task == "binary":
+        z = out.reshape(n, batch)
+        return torch.stack([nn.functional.logsigmoid(-z), nn.functional.logsigmoid(z)], -1)
+    return torch.log_softmax(out.reshape(n, batch, -1), -1)
+
+
+def uncertainty_measures(log_probs: Tensor, targets: Tensor | None = None) -> MCOutput:
+    """Reference measures from stacked per-sample log-probabilities ``(N, B, C)`` (not streamed).
+
+    Example:
+        >>> lp = torch.log(torch.tensor([[[0.9, 0.1]], [[0.1, 0.9]]]))  # two samples that disagree
+        >>> out = uncertainty_measures(lp)
+        >>> out.mean_probs, round(float(out.mutual_information), 4)
+        (tensor([[0.5000, 0.5000]]), 0.3681)
+    """
+    if log_probs.dim() != 3:
+        raise ValueError(f"`log_probs` must have shape (N, B, C), got {tuple(log_probs.shape)}")
+    acc = _ClassificationAccumulator(targets)
+    acc.update(log_probs.float())
+    return acc.result(binary=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# mc_predict
+# ----------------------------------------------------------------------------------------------------------------
+def _expand(state: Any, n: int) -> Any:
+    if isinstance(state, Tensor):
+        return state.repeat(n, *([1] * (state.dim() - 1)))
+    return tuple(_expand(s, n) for s in state)
+
+
+def _nbytes(obj: Any) -> int:
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (tuple, list)):
+        return sum(_nbytes(o) for o in obj)
+    return 0
+
+
+def _valid_state(state: Any, batch: int) -> bool:
+    if isinstance(state, Tensor):
+        return state.dim() > 0 and state.shape[0] == batch
+    return isinstance(state, (tuple, list)) and len(state) > 0 and all(_valid_state(s, batch) for s in state)
+
+
+def _check_targets(targets: Tensor, task: Task, batch: int) -> Tensor:
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"`targets` must be a Tensor, got {type(targets).__name__}")
+    if task == "regression":
+        raise ValueError("`targets` are only used for classification (the mixture log-likelihood)")
+    if targets.shape != (batch,):
+        raise ValueError(
+            f"`targets` must have shape ({batch},) (one class index per input), got {tuple(targets.shape)}"
+        )
+    if targets.is_floating_point():
+        raise ValueError(f"`targets` must hold integer class indices, got dtype {targets.dtype}")
+    return targets.long()
+
+
+def mc_predict(
+    model: nn.Module,
+    x: Tensor,
+    n_samples: int = 30,
+    *,
+    targets: Tensor | None = None,
+    task: Task = "multiclass",
+    seed: int = 0,
+    indices: Tensor | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | None = None,
+    split: bool = True,
+) -> MCOutput | MCRegressionOutput:
+    """Monte Carlo dropout predictions of ``model`` on the batch ``x``.
+
+    Args:
+        model: returns logits (or log-probabilities) ``(B, C)``; ``(B,)`` or ``(B, 1)`` logits for ``binary``;
+            any ``(B, ...)`` tensor for ``regression``.
+        x: input batch, batch first.
+        n_samples: number of stochastic passes N (>= 1).
+        targets: class indices ``(B,)``; adds the mixture ``log_likelihood``.
+        task: ``"multiclass"`` (softmax), ``"binary"`` (sigmoid) or ``"regression"``.
+        seed: with ``indices``, fixes every dropout mask.
+        indices: global index of each input (default ``0..B-1``); pass dataset indices so that batching and
+            sharding over processes do not change the masks.
+        chunk_size: samples per stochastic pass (default: all N, or what fits ``memory_budget``).
+        memory_budget: bytes allowed for one chunk's activations (estimated on the first sample).
+        split: run the deterministic prefix once (see ``split.py``); ``False`` runs batched full passes.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+        >>> out = mc_predict(net, torch.randn(5, 4), n_samples=8, targets=torch.tensor([0, 1, 2, 0, 1]))
+        >>> out.mean_probs.shape, out.log_likelihood.shape
+        (torch.Size([5, 3]), torch.Size([5]))
+        >>> bool((out.mutual_information >= 0).all() and (out.mutual_information <= math.log(3)).all())
+        True
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"`n_samples` must be an int >= 1, got {n_samples!r}")
+    if task not in ("multiclass", "binary", "regression"):
+        raise ValueError(f"`task` must be 'multiclass', 'binary' or 'regression', got {task!r}")
+    if not isinstance(x, Tensor) or x.dim() == 0:
+        raise TypeError(f"`x` must be a batch-first Tensor, got {type(x).__name__}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"`chunk_size` must be an int >= 1 or None, got {chunk_size!r}")
+    if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
+        raise ValueError(f"`memory_budget` must be a positive number of bytes or None, got {memory_budget!r}")
+    batch = x.shape[0]
+    if targets is not None:
+        targets = _check_targets(targets, task, batch).to(x.device)
+    if indices is None:
+        indices = torch.arange(batch, device=x.device)
+    elif not isinstance(indices, Tensor) or indices.shape != (batch,) or indices.is_floating_point():
+        raise ValueError(f"`indices` must be an integer Tensor of shape ({batch},), got {indices!r}")
+    _check_dropout(model, x)
+
+    with torch.no_grad(), mc_dropout_mode(model, seed) as mc:
+        if mc.unseeded:
+            _warn_once(
+                "unseeded" + ",".join(mc.unseeded),
+                f"MC dropout: {mc.unseeded} have no seeded forward and use the global RNG, so results depend "
+                "on batch and chunk size; give them `mc_forward` or use `register_stochastic(cls, forward)`.",
+            )
+        plan = find_split(model, x) if split else None
+        state = plan.prefix(x) if plan is not None else None
+        if plan is not None and not _valid_state(state, batch):
+            _warn_once(
+                f"nosplit{type(model).__name__}",
+                f"MC dropout: no safe prefix/suffix split for {type(model).__name__} (the values crossing the "
+                "cut are not batch-first tensors); running batched full passes instead.",
+            )
+            plan, state = None, None
+        elif plan is None and split:
+            _warn_once(
+                f"nosplit{type(model).__name__}",
+                f"MC dropout: found no prefix/suffix split for {type(model).__name__}; running batched full "
+                "passes. Declare one with `mc_split()` (see MCDropoutMixin) to run the deterministic part once.",
+            )
+        source = state if plan is not None else x
+        run = plan.suffix if plan is not None else model
+        acc: Any = _Welford() if task == "regression" else _ClassificationAccumulator(targets)
+
+        def _pass(start: int, count: int, measure: bool = False) -> int:
+            mc.set_rows(indices, torch.arange(start, start + count, device=x.device))
+            inp = _expand(source, count)
+            peak = [0]
+            hooks = []
+            if measure:
+
+                def _hook(m: nn.Module, a: Any, o: Any) -> None:
+                    peak[0] = max(peak[0], _nbytes(a) + _nbytes(o))
+
+                hooks = [m.register_forward_hook(_hook) for m in model.modules() if not list(m.children())]
+            try:
+                out = run(inp)
+            finally:
+                for h in hooks:
+                    h.remove()
+            if not isinstance(out, Tensor) or out.shape[0] != count * batch:
+                raise RuntimeError(
+                    f"model output must be a Tensor with {count * batch} rows, got {_describe(out)}"
+                )
+            if task == "regression":
+                acc.update(out.float().reshape(count, batch, *out.shape[1:]))
+            else:
+                acc.update(_log_probs(out, task, count, batch))
+            return _nbytes(inp) + peak[0] + _nbytes(out)
+
+        done = 0
+        if chunk_size is None and memory_budget is not None:
+            per_sample = _pass(0, 1, measure=True)
+            if per_sample > memory_budget:
+                raise ValueError(
+                    f"`memory_budget`={memory_budget} bytes is too small for one MC sample of this batch "
+                    f"(needs about {per_sample} bytes); raise it or use a smaller batch"
+                )
+            chunk_size, done = max(1, memory_budget // per_sample), 1
+        chunk = n_samples if chunk_size is None else chunk_size
+        while done < n_samples:
+            count = min(chunk, n_samples - done)
+            _pass(done, count)
+            done += count
+
+    if task == "regression":
+        return MCRegressionOutput(acc.mean, acc.variance, acc.n)
+    return acc.result(binary=task == "binary")
+
+
+def _describe(out: Any) -> str:
+    return f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+
+
+def _check_dropout(model: nn.Module, x: Tensor) -> None:
+    n_functional = count_functional_dropout_calls(model, x)
+    if not find_stochastic_modules(model):
+        hint = (
+            f" It calls functional dropout (F.dropout & co.) {n_functional} time(s): those calls take their "
+            "`training` flag from your code and cannot be switched on; use nn.Dropout modules instead."
+            if n_functional
+            else ""
+        )
+        raise ValueError(
+            f"`model` ({type(model).__name__}) has no dropout-family module for MC dropout.{hint}"
+        )
+    if n_functional:
+        _warn_once(
+            f"functional{type(model).__name__}",
+            f"MC dropout: {type(model).__name__} also calls F.dropout-style functions {n_functional} time(s); "
+            "those stay off during MC passes. Use nn.Dropout modules so they take part.",
+        )
+
+
+def output_fields(output: MCOutput | MCRegressionOutput) -> dict[str, Any]:
+    """The dataclass fields as a dict (for logging / saving)."""
+    return {f.name: getattr(output, f.name) for f in fields(output)}
