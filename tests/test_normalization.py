@@ -13,6 +13,7 @@ from lightning_bestpractices.normalization import (
     FrozenBatchNorm,
     batchnorm_to_groupnorm,
     batchnorm_to_syncbn,
+    fold_batchnorm,
     freeze_batchnorm,
     is_norm,
     no_decay_parameters,
@@ -311,3 +312,114 @@ def test_batchnorm_to_groupnorm_and_syncbn():
     w = net[1].weight
     net = batchnorm_to_syncbn(net)
     assert isinstance(net[1], nn.SyncBatchNorm) and net[1].weight is w
+
+
+# ------------------------------------------------------------------------------------------------ folding
+def _randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial statistics and affine params, so a wrong fold cannot pass by accident."""
+    with torch.no_grad():
+        for m in model.modules():
+            if (
+                isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm))
+                and m.running_mean is not None
+            ):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                if m.affine:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.uniform_(-0.3, 0.3)
+    return model
+
+
+def test_fold_resnet18_matches_within_1e5():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = _randomize_bn(torchvision.models.resnet18(weights=None)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    folded, report = fold_batchnorm(model, x)
+    assert len(report.folded) == 20 and report.skipped == []
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # not inplace: original untouched
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=0, atol=1e-5)
+    assert "20 folded, 0 kept" in str(report)
+
+
+def test_fold_recipe_models():
+    from lightning_bestpractices.models import MLP, SmallCNN
+
+    torch.manual_seed(0)
+    for model, x, n in [
+        (MLP(8, [16, 16], 3, dropout=0.2), torch.randn(4, 8), 2),
+        (SmallCNN(1, 10, channels=(8, 16), hidden=16), torch.randn(4, 1, 8, 8), 2),
+    ]:
+        model = _randomize_bn(model).eval()
+        folded, report = fold_batchnorm(model, x)
+        assert len(report.folded) == n and not report.skipped, report
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), model(x), rtol=0, atol=1e-5)
+
+
+class _Awkward(nn.Module):
+    """Every case that must NOT fold, next to cases that must, including data-dependent control flow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn_a = nn.BatchNorm2d(4)  # folds
+        self.conv_b = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn_b = nn.BatchNorm2d(4)  # conv_b output also used in a residual -> kept
+        self.bn_c = nn.BatchNorm2d(4)  # follows a ReLU -> kept
+        self.shared = nn.Conv2d(4, 4, 1)
+        self.bn_d = nn.BatchNorm2d(4)  # shared conv runs twice -> kept
+        self.bn_unused = nn.BatchNorm2d(4)  # never runs -> kept
+        self.tconv = nn.ConvTranspose2d(4, 2, 2, stride=2)
+        self.bn_t = FrozenBatchNorm(2, original_cls=nn.BatchNorm2d)  # folds (frozen BN too)
+        self.lin3d = nn.Linear(2, 5)
+        self.bn_l3 = nn.BatchNorm1d(16 * 16)  # Linear output is (N, L, C): kept
+        self.lin = nn.Linear(16 * 16 * 5, 6)
+        self.bn_l = nn.BatchNorm1d(6, affine=False)  # folds
+        self.bn_nostats = nn.BatchNorm2d(3, track_running_stats=False)  # batch statistics even in eval: kept
+
+    def forward(self, x):
+        y = self.bn_a(self.conv_a(self.bn_nostats(x)))
+        if y.mean() > -100:  # data-dependent control flow: torch.fx cannot trace this
+            z = self.conv_b(y)
+            y = self.bn_b(z) + z
+        y = self.bn_c(torch.relu(y))
+        y = self.bn_d(self.shared(self.shared(y)))
+        y = self.bn_t(self.tconv(y))  # (N, 2, 16, 16)
+        y = self.bn_l3(self.lin3d(y.flatten(2).transpose(1, 2)))  # (N, 256, 5)
+        return self.bn_l(self.lin(y.flatten(1)))
+
+
+def test_fold_reports_what_it_keeps_and_why():
+    torch.manual_seed(0)
+    model = _randomize_bn(_Awkward()).eval()
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(x)
+    folded, report = fold_batchnorm(model, x)
+    assert sorted(report.folded) == sorted([("conv_a", "bn_a"), ("tconv", "bn_t"), ("lin", "bn_l")])
+    why = dict(report.skipped)
+    assert set(why) == {"bn_b", "bn_c", "bn_d", "bn_unused", "bn_l3", "bn_nostats"}
+    assert "also used by" in why["bn_b"]
+    assert "not the output of a Conv/Linear" in why["bn_c"]
+    assert "runs 2 times" in why["bn_d"]
+    assert "did not run" in why["bn_unused"]
+    assert "not (N, C)" in why["bn_l3"]
+    assert "no running statistics" in why["bn_nostats"]
+    assert isinstance(folded.bn_b, nn.BatchNorm2d) and isinstance(folded.bn_a, nn.Identity)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), expected, rtol=0, atol=1e-5)
+
+
+def test_fold_rejects_train_mode():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    with pytest.raises(ValueError, match="eval mode, got model.training=True"):
+        fold_batchnorm(net.train(), torch.randn(1, 3, 5, 5))
+    net.eval()
+    net[1].train()
+    with pytest.raises(ValueError, match=r"BatchNorm in train mode: 1"):
+        fold_batchnorm(net, torch.randn(1, 3, 5, 5))

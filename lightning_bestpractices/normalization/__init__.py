@@ -6,6 +6,7 @@ Functional core only (pure torch); every function works in any training loop. Se
 from __future__ import annotations
 
 from .convert import batchnorm_to_groupnorm, batchnorm_to_syncbn, group_count
+from .fold import FoldReport, fold_batchnorm
 from .frozen import FrozenBatchNorm, freeze_batchnorm, unfreeze_batchnorm
 from .groups import NORM_TYPES, is_norm, no_decay_parameters, norm_types, param_groups, register_norm
 
@@ -22,4 +23,6 @@ __all__ = [
     "batchnorm_to_groupnorm",
     "batchnorm_to_syncbn",
     "group_count",
+    "fold_batchnorm",
+    "FoldReport",
 ]
