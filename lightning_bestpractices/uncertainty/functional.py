@@ -252,6 +252,7 @@ def mc_predict(
     elif not isinstance(indices, Tensor) or indices.shape != (batch,) or indices.is_floating_point():
         raise ValueError(f"`indices` must be an integer Tensor of shape ({batch},), got {indices!r}")
     _check_dropout(model, x)
+    plan = find_split(model, x) if split else None  # before MC mode: the hook-recorded split runs the model
 
     with torch.no_grad(), mc_dropout_mode(model, seed) as mc:
         if mc.unseeded:
@@ -260,7 +261,6 @@ def mc_predict(
                 f"MC dropout: {mc.unseeded} have no seeded forward and use the global RNG, so results depend "
                 "on batch and chunk size; give them `mc_forward` or use `register_stochastic(cls, forward)`.",
             )
-        plan = find_split(model, x) if split else None
         state = plan.prefix(x) if plan is not None else None
         if plan is not None and not _valid_state(state, batch):
             _warn_once(

@@ -153,10 +153,11 @@ def _hook_split(model: nn.Module, x: Tensor) -> Split | None:
     calls: list[tuple[nn.Module, Any, Any]] = []
     hooks = [c.register_forward_hook(lambda m, a, o: calls.append((m, a, o))) for c in children]
     modes = {m: m.training for m in model.modules()}
+    first = x[:1]
     try:
         model.eval()
         with torch.no_grad():
-            out = model(x[:1])
+            out = model(first)
     except Exception:  # noqa: BLE001
         return None
     finally:
@@ -166,7 +167,7 @@ def _hook_split(model: nn.Module, x: Tensor) -> Split | None:
             m.training = mode
     if not calls or len({id(m) for m, _, _ in calls}) != len(calls):
         return None
-    prev: Any = x[:1]
+    prev: Any = first
     for _, args, o in calls:
         if len(args) != 1 or args[0] is not prev:
             return None

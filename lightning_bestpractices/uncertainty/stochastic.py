@@ -220,8 +220,14 @@ def stochastic_registry() -> dict[type, SeededForward | None]:
     return dict(_REGISTRY)
 
 
+_LOOKED_UP: list[bool] = []
+
+
 def _register_package_modules() -> None:
     """Our own DropPath / DropConnect (``lightning_bestpractices.regularization``) join when that module exists."""
+    if _LOOKED_UP:
+        return
+    _LOOKED_UP.append(True)
     try:
         from lightning_bestpractices import regularization  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - optional sibling module
