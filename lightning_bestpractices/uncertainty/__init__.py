@@ -7,7 +7,15 @@ Functional core: :func:`mc_predict`, :func:`uncertainty_measures`, :func:`mc_dro
 
 from __future__ import annotations
 
+from .calibration import (
+    calibration_metrics,
+    log_calibration,
+    reliability_diagram,
+    uncertainty_auroc,
+    uncertainty_histogram,
+)
 from .functional import MCOutput, MCRegressionOutput, mc_predict, uncertainty_measures
+from .mixin import MCDropoutMixin, MCResult
 from .split import Split, find_split
 from .stochastic import (
     RowRandom,
@@ -19,6 +27,13 @@ from .stochastic import (
 )
 
 __all__ = [
+    "MCDropoutMixin",
+    "MCResult",
+    "calibration_metrics",
+    "log_calibration",
+    "reliability_diagram",
+    "uncertainty_auroc",
+    "uncertainty_histogram",
     "MCOutput",
     "MCRegressionOutput",
     "RowRandom",

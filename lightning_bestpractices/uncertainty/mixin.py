@@ -1,0 +1,263 @@
+"""``MCDropoutMixin``: MC dropout predictions from ``trainer.predict`` (and validate/test), DDP-gathered in order.
+
+What it adds over calling :func:`mc_predict` in your own ``predict_step``:
+
+* Lightning's ``on_{predict,validation,test}_model_eval`` hooks are overridden so the whole model is in eval
+  (BatchNorm uses its running statistics and never updates them); dropout is then switched on per step by
+  :func:`mc_predict` itself, so no later ``.eval()`` call can switch MC off;
+* every input is keyed by its dataset index (from Lightning's index-tracking batch sampler, or the rank-strided
+  position used by ``DistributedSampler(shuffle=False)`` and the package's in-memory loaders), so masks, and
+  thus results, are identical with 1 or 2 processes and any batch size;
+* at the end of the epoch the outputs of all ranks are gathered, de-duplicated and sorted by dataset index into
+  ``self.mc_results[stage]`` (an :class:`MCOutput` plus ``targets`` and ``indices``) on every rank;
+* with targets, validate/test log ``mc_accuracy``, ``mc_nll``, ``mc_ece``, ``mc_brier``, ``mc_auroc_mi`` and
+  save/log a reliability diagram and an MI histogram.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .calibration import log_calibration
+from .functional import MCOutput, MCRegressionOutput, mc_predict
+
+__all__ = ["MCDropoutMixin"]
+
+_STAGES = ("predict", "validate", "test")
+
+
+class MCDropoutMixin:
+    """Mix into a ``LightningModule`` before it: ``class Net(MCDropoutMixin, L.LightningModule)``.
+
+    Call :meth:`configure_mc_dropout` in ``__init__`` to change the defaults (30 samples, predict only). Override
+    :meth:`mc_split` to declare the deterministic prefix and stochastic suffix yourself, and
+    :meth:`mc_unpack_batch` if your batches are not ``x`` or ``(x, y, ...)``.
+
+    Example:
+        >>> import lightning as L
+        >>> from torch import nn
+        >>> class Net(MCDropoutMixin, L.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3))
+        ...         self.configure_mc_dropout(n_samples=10)
+        ...     def forward(self, x):
+        ...         return self.net(x)
+        >>> trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+        >>> preds = trainer.predict(Net(), torch.utils.data.DataLoader(torch.randn(6, 4), batch_size=4))
+        >>> net = trainer.lightning_module
+        >>> net.mc_results["predict"].output.mean_probs.shape
+        torch.Size([6, 3])
+    """
+
+    mc_n_samples: int = 30
+    mc_seed: int = 0
+    mc_task: str = "multiclass"
+    mc_stages: tuple[str, ...] = ("predict",)
+    mc_chunk_size: int | None = None
+    mc_memory_budget: int | None = None
+    mc_n_bins: int = 15
+    mc_log_figures: bool = True
+
+    def configure_mc_dropout(
+        self,
+        n_samples: int = 30,
+        *,
+        seed: int = 0,
+        task: str = "multiclass",
+        stages: tuple[str, ...] | list[str] = ("predict",),
+        chunk_size: int | None = None,
+        memory_budget: int | None = None,
+        n_bins: int = 15,
+        log_figures: bool = True,
+    ) -> None:
+        """Validate and set the MC settings (see :func:`mc_predict` for the meaning of each)."""
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"`n_samples` must be an int >= 1, got {n_samples!r}")
+        if task not in ("multiclass", "binary", "regression"):
+            raise ValueError(f"`task` must be 'multiclass', 'binary' or 'regression', got {task!r}")
+        bad = [s for s in stages if s not in _STAGES]
+        if isinstance(stages, str) or bad:
+            raise ValueError(f"`stages` must be a subset of {_STAGES}, got {stages!r}")
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"`chunk_size` must be an int >= 1 or None, got {chunk_size!r}")
+        if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
+            raise ValueError(
+                f"`memory_budget` must be a positive number of bytes or None, got {memory_budget!r}"
+            )
+        if not isinstance(n_bins, int) or n_bins < 1:
+            raise ValueError(f"`n_bins` must be an int >= 1, got {n_bins!r}")
+        self.mc_n_samples, self.mc_seed, self.mc_task = n_samples, int(seed), task
+        self.mc_stages, self.mc_chunk_size, self.mc_memory_budget = tuple(stages), chunk_size, memory_budget
+        self.mc_n_bins, self.mc_log_figures = n_bins, log_figures
+
+    # ------------------------------------------------------------------------------------------ user overrides
+    def mc_split(self) -> tuple[Callable[[Tensor], Any], Callable[[Any], Tensor]] | None:
+        """Return ``(prefix, suffix)`` to declare the split (prefix has no active dropout); ``None``: automatic."""
+        return None
+
+    def mc_unpack_batch(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        """``(inputs, targets or None)`` from a batch: a tensor, or a tuple/list ``(x, y, ...)``."""
+        if isinstance(batch, Tensor):
+            return batch, None
+        if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+            y = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
+            return batch[0], y if self.mc_task != "regression" else None
+        raise TypeError(f"cannot unpack a batch of type {type(batch).__name__}; override `mc_unpack_batch`")
+
+    # ---------------------------------------------------------------------------------------------- the steps
+    def mc_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0, stage: str = "predict") -> Any:
+        """Run :func:`mc_predict` on one batch and keep the result for the epoch-end gather."""
+        x, y = self.mc_unpack_batch(batch)
+        indices = self._mc_indices(stage, batch_idx, dataloader_idx, x.shape[0], x.device)
+        out = mc_predict(
+            self,  # type: ignore[arg-type]
+            x,
+            self.mc_n_samples,
+            targets=y,
+            task=self.mc_task,  # type: ignore[arg-type]
+            seed=self.mc_seed,
+            indices=indices,
+            chunk_size=self.mc_chunk_size,
+            memory_budget=self.mc_memory_budget,
+        )
+        store = self.__dict__.setdefault("_mc_store", {}).setdefault(stage, [])
+        store.append((indices.cpu(), None if y is None else y.cpu(), _to_cpu(out)))
+        return out
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self.mc_step(batch, batch_idx, dataloader_idx, "predict")
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        self._mc_require("validate", "validation_step")
+        return self.mc_step(batch, batch_idx, dataloader_idx, "validate")
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        self._mc_require("test", "test_step")
+        return self.mc_step(batch, batch_idx, dataloader_idx, "test")
+
+    def _mc_require(self, stage: str, hook: str) -> None:
+        if stage not in self.mc_stages:
+            raise RuntimeError(
+                f"{type(self).__name__} has no `{hook}`: define one, or run MC dropout there with "
+                f"`configure_mc_dropout(stages=(..., {stage!r}))`"
+            )
+
+    # ---------------------------------------------------------------------------------- Lightning's eval hooks
+    def on_predict_model_eval(self) -> None:
+        """Everything in eval (BN frozen); ``mc_predict`` switches only dropout on, inside each step."""
+        self.trainer.model.eval()  # type: ignore[attr-defined]
+
+    def on_validation_model_eval(self) -> None:
+        self.trainer.model.eval()  # type: ignore[attr-defined]
+
+    def on_test_model_eval(self) -> None:
+        self.trainer.model.eval()  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------------------------------ epoch bounds
+    def on_predict_epoch_start(self) -> None:
+        self._mc_reset("predict")
+
+    def on_validation_epoch_start(self) -> None:
+        self._mc_reset("validate")
+
+    def on_test_epoch_start(self) -> None:
+        self._mc_reset("test")
+
+    def on_predict_epoch_end(self) -> None:
+        self._mc_finish("predict")
+
+    def on_validation_epoch_end(self) -> None:
+        if "validate" in self.mc_stages:
+            self._mc_finish("validate")
+
+    def on_test_epoch_end(self) -> None:
+        if "test" in self.mc_stages:
+            self._mc_finish("test")
+
+    def _mc_reset(self, stage: str) -> None:
+        self.__dict__.setdefault("_mc_store", {})[stage] = []
+        self.__dict__.setdefault("_mc_seen", {})[stage] = {}
+
+    def _mc_indices(self, stage: str, batch_idx: int, dataloader_idx: int, size: int, device: Any) -> Tensor:
+        """Dataset index of every input of this batch (see the module docstring)."""
+        trainer = self.trainer  # type: ignore[attr-defined]
+        loaders = {
+            "predict": trainer.predict_dataloaders,
+            "validate": trainer.val_dataloaders,
+            "test": trainer.test_dataloaders,
+        }[stage]
+        loader = loaders[dataloader_idx] if isinstance(loaders, (list, tuple)) else loaders
+        seen = getattr(getattr(loader, "batch_sampler", None), "seen_batch_indices", None)
+        if seen is not None and batch_idx < len(seen) and len(seen[batch_idx]) == size:
+            return torch.as_tensor(seen[batch_idx], dtype=torch.long, device=device)
+        counters = self.__dict__.setdefault("_mc_seen", {}).setdefault(stage, {})
+        start = counters.get(dataloader_idx, 0)
+        counters[dataloader_idx] = start + size
+        pos = torch.arange(start, start + size, device=device)
+        return trainer.global_rank + trainer.world_size * pos
+
+    def _mc_finish(self, stage: str) -> None:
+        local = self.__dict__.get("_mc_store", {}).get(stage, [])
+        gathered = [local]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, local)
+        items = [item for part in gathered for item in part]
+        self.__dict__.setdefault("mc_results", {})
+        if not items:
+            return
+        indices = torch.cat([i for i, _, _ in items])
+        order = torch.argsort(indices, stable=True)
+        keep = torch.ones_like(order, dtype=torch.bool)
+        keep[1:] = indices[order][1:] != indices[order][:-1]  # padding duplicates (DistributedSampler)
+        order = order[keep]
+        outputs = [o for _, _, o in items]
+        merged = {}
+        for f in fields(outputs[0]):
+            values = [getattr(o, f.name) for o in outputs]
+            merged[f.name] = torch.cat(values)[order] if isinstance(values[0], Tensor) else values[0]
+        output = type(outputs[0])(**merged)
+        targets = None if items[0][1] is None else torch.cat([t for _, t, _ in items])[order]
+        self.mc_results[stage] = MCResult(output, targets, indices[order])
+        self.__dict__["_mc_store"][stage] = []
+        if targets is None or not isinstance(output, MCOutput):
+            return
+        trainer = self.trainer  # type: ignore[attr-defined]
+        if self.mc_log_figures and not trainer.sanity_checking:
+            metrics = log_calibration(trainer, output, targets, f"{stage}_mc", self.mc_n_bins)
+        else:
+            from .calibration import calibration_metrics
+
+            metrics = calibration_metrics(output, targets, self.mc_n_bins)
+        if stage != "predict":  # identical on all ranks (computed on the gathered set): no sync needed
+            for k, v in metrics.items():
+                self.log(f"{'val' if stage == 'validate' else stage}/mc_{k}", v, sync_dist=False)  # type: ignore
+        self.mc_results[stage].metrics = metrics
+
+
+class MCResult:
+    """Gathered MC outputs of one stage, in dataset order: ``output``, ``targets``, ``indices``, ``metrics``."""
+
+    def __init__(
+        self, output: MCOutput | MCRegressionOutput, targets: Tensor | None, indices: Tensor
+    ) -> None:
+        self.output, self.targets, self.indices = output, targets, indices
+        self.metrics: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"MCResult(n={len(self.indices)}, metrics={self.metrics})"
+
+
+def _to_cpu(out: MCOutput | MCRegressionOutput) -> MCOutput | MCRegressionOutput:
+    return type(out)(**{f.name: _cpu(getattr(out, f.name)) for f in fields(out)})
+
+
+def _cpu(v: Any) -> Any:
+    return v.detach().cpu() if isinstance(v, Tensor) else v
