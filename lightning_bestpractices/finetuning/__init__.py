@@ -10,6 +10,7 @@ from __future__ import annotations
 from .callback import GradualUnfreezing
 from .groups import LayerGroup, LayerGroupsMixin, freeze_group, group_parameters, layer_groups, unfreeze_group
 from .param_groups import add_param_group, drop_frozen_parameters, group_index_of, scale_group_lr
+from .preset import FineTune, fine_tune
 
 __all__ = [
     "LayerGroup",
@@ -23,4 +24,6 @@ __all__ = [
     "drop_frozen_parameters",
     "group_index_of",
     "GradualUnfreezing",
+    "FineTune",
+    "fine_tune",
 ]

@@ -39,7 +39,12 @@ __all__ = ["GradualUnfreezing"]
 
 
 def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -52,9 +57,13 @@ def _check_milestones(unfreeze_at: Any) -> tuple[int | float, ...]:
         raise ValueError(f"`unfreeze_at` must hold ints (epochs) or floats (fractions), got {unfreeze_at!r}")
     ints = all(isinstance(p, int) for p in points)
     if not ints and not all(isinstance(p, float) for p in points):
-        raise ValueError(f"`unfreeze_at` must be all epochs (int) or all fractions (float), got {unfreeze_at!r}")
+        raise ValueError(
+            f"`unfreeze_at` must be all epochs (int) or all fractions (float), got {unfreeze_at!r}"
+        )
     if ints and points[0] < 1:
-        raise ValueError(f"`unfreeze_at` epochs must be >= 1 (epoch 0 trains the head alone), got {unfreeze_at!r}")
+        raise ValueError(
+            f"`unfreeze_at` epochs must be >= 1 (epoch 0 trains the head alone), got {unfreeze_at!r}"
+        )
     if not ints and not all(0 < p < 1 for p in points):
         raise ValueError(f"`unfreeze_at` fractions of training must be in (0, 1), got {unfreeze_at!r}")
     if any(b <= a for a, b in zip(points, points[1:])):
@@ -133,9 +142,13 @@ class GradualUnfreezing(Callback):
                 f"({len(self.unfreeze_at)}), got {groups_per_unfreeze!r}"
             )
         if any(isinstance(c, bool) or not isinstance(c, int) or (c < 1 and c != -1) for c in counts):
-            raise ValueError(f"`groups_per_unfreeze` entries must be ints >= 1 or -1 (all), got {groups_per_unfreeze!r}")
+            raise ValueError(
+                f"`groups_per_unfreeze` entries must be ints >= 1 or -1 (all), got {groups_per_unfreeze!r}"
+            )
         if -1 in counts[:-1]:
-            raise ValueError(f"`groups_per_unfreeze` may use -1 (all remaining) only last, got {groups_per_unfreeze!r}")
+            raise ValueError(
+                f"`groups_per_unfreeze` may use -1 (all remaining) only last, got {groups_per_unfreeze!r}"
+            )
         self.groups_per_unfreeze = counts
         self.lr_factor = _check_positive("lr_factor", lr_factor)
         self.lr_reduction = _check_positive("lr_reduction", lr_reduction)
@@ -156,7 +169,9 @@ class GradualUnfreezing(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(unfreeze_at=self.unfreeze_at, groups_per_unfreeze=self.groups_per_unfreeze)
+        return self._generate_state_key(
+            unfreeze_at=self.unfreeze_at, groups_per_unfreeze=self.groups_per_unfreeze
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"phase": self.phase, "groups": [g.name for g in self.groups]}
@@ -171,7 +186,9 @@ class GradualUnfreezing(Callback):
         if stage != "fit":
             return
         strategy = trainer.strategy
-        if isinstance(strategy, DeepSpeedStrategy) or not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)):
+        if isinstance(strategy, DeepSpeedStrategy) or not isinstance(
+            strategy, (SingleDeviceStrategy, DDPStrategy)
+        ):
             raise ValueError(
                 f"GradualUnfreezing supports single-device and DDP strategies, got {type(strategy).__name__}"
             )
@@ -219,20 +236,31 @@ class GradualUnfreezing(Callback):
         if isinstance(self.unfreeze_at[0], float):
             total = trainer.estimated_stepping_batches
             if not math.isfinite(total):
-                raise ValueError("`unfreeze_at` fractions need a finite training length (max_epochs or max_steps)")
+                raise ValueError(
+                    "`unfreeze_at` fractions need a finite training length (max_epochs or max_steps)"
+                )
             self._steps = [max(1, round(f * total)) for f in self.unfreeze_at]
-        for event in range(self.phase):  # resume: rebuild the groups before Lightning loads the optimizer state
+        # resume: rebuild the groups before Lightning loads the optimizer state into them
+        for event in range(self.phase):
             self._unfreeze(trainer, pl_module, event, rewrap=False)
         if self.phase:
             self._rewrap_ddp(trainer)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._steps is None:
-            while self.phase < len(self.unfreeze_at) and trainer.current_epoch >= self.unfreeze_at[self.phase]:
+            while (
+                self.phase < len(self.unfreeze_at) and trainer.current_epoch >= self.unfreeze_at[self.phase]
+            ):
                 self._apply(trainer, pl_module)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self._steps is None or self.phase >= len(self._steps) or trainer.global_step < self._steps[self.phase]:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if (
+            self._steps is None
+            or self.phase >= len(self._steps)
+            or trainer.global_step < self._steps[self.phase]
+        ):
             return
         if batch_idx % trainer.accumulate_grad_batches == 0:  # never in the middle of an accumulation window
             while self.phase < len(self._steps) and trainer.global_step >= self._steps[self.phase]:
@@ -274,7 +302,9 @@ class GradualUnfreezing(Callback):
     def _lr_factor(self) -> float:
         return self.lr_factor
 
-    def _unfreeze(self, trainer: L.Trainer, pl_module: L.LightningModule, event: int, *, rewrap: bool) -> list[str]:
+    def _unfreeze(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, event: int, *, rewrap: bool
+    ) -> list[str]:
         opt, schedulers = self._optimizer, self._schedulers(trainer)
         n = len(self.groups)
         if self.lr_reduction != 1.0:
@@ -297,13 +327,23 @@ class GradualUnfreezing(Callback):
                 parts = [(name, new, {})]
             else:
                 parts = [
-                    (name, [p for p in new if id(p) not in no_decay], {"weight_decay": float(self.weight_decay)}),
+                    (
+                        name,
+                        [p for p in new if id(p) not in no_decay],
+                        {"weight_decay": float(self.weight_decay)},
+                    ),
                     (f"{name}.no_decay", [p for p in new if id(p) in no_decay], {"weight_decay": 0.0}),
                 ]
             for part_name, part, extra in parts:
                 if part:
                     add_param_group(
-                        opt, part, like=self._head_group, lr_scale=scale, schedulers=schedulers, name=part_name, **extra
+                        opt,
+                        part,
+                        like=self._head_group,
+                        lr_scale=scale,
+                        schedulers=schedulers,
+                        name=part_name,
+                        **extra,
                     )
                     names.append(part_name)
         if rewrap:
@@ -321,8 +361,11 @@ class GradualUnfreezing(Callback):
     def _report(self, pl_module: nn.Module, what: str) -> None:
         total = sum(p.numel() for p in pl_module.parameters())
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-        frozen = [g.name for g, ps in zip(self.groups, group_parameters(pl_module, self.groups)) if not any(
-            p.requires_grad for p in ps)]
+        frozen = [
+            g.name
+            for g, ps in zip(self.groups, group_parameters(pl_module, self.groups))
+            if not any(p.requires_grad for p in ps)
+        ]
         rank_zero_info(
             f"GradualUnfreezing: {what}; trainable parameters {trainable:,}/{total:,}; "
             f"groups {[g.name for g in self.groups]}, frozen {frozen}"

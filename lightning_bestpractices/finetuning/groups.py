@@ -68,7 +68,9 @@ def _has_params(module: nn.Module) -> bool:
 
 
 def _is_resnet(module: nn.Module) -> bool:
-    return all(hasattr(module, a) for a in ("conv1", "bn1", "layer1", "fc")) and isinstance(module.fc, nn.Module)
+    return all(hasattr(module, a) for a in ("conv1", "bn1", "layer1", "fc")) and isinstance(
+        module.fc, nn.Module
+    )
 
 
 def _join(prefix: str, name: str) -> str:
@@ -123,7 +125,9 @@ def _normalize(root: nn.Module, entry, what: str) -> LayerGroup:
     for item in items:
         if isinstance(item, nn.Module):
             if id(item) not in by_id:
-                raise ValueError(f"`{what}` entry {type(item).__name__} is not a submodule of {type(root).__name__}")
+                raise ValueError(
+                    f"`{what}` entry {type(item).__name__} is not a submodule of {type(root).__name__}"
+                )
             names.append(by_id[id(item)])
         elif isinstance(item, str):
             names += _match(root, item, what)
@@ -182,7 +186,8 @@ def layer_groups(
         except ValueError as err:
             raise ValueError(f"`head` {head!r} cannot be found: {err}") from None
         found = [
-            LayerGroup(g.name, tuple(n for n in g.modules if not _inside(n, head_group.modules))) for g in found
+            LayerGroup(g.name, tuple(n for n in g.modules if not _inside(n, head_group.modules)))
+            for g in found
         ]
         found = [g for g in found if g.modules] + [head_group]
     if len(found) < 2:

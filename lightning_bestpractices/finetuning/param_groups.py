@@ -92,7 +92,12 @@ def _attached(optimizer: Optimizer, schedulers: Iterable[Any]) -> list[Any]:
 
 
 def _check_scale(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or value == float("inf")
+    ):
         raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
     return float(value)
 
