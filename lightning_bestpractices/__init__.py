@@ -40,6 +40,37 @@ __all__ += [
 # --- optimizers / schedules (issue 4) --------------------------------------------------------------------
 
 # --- transfer learning (issue 5) -------------------------------------------------------------------------
+from .finetuning import (  # noqa: E402
+    FineTune,
+    GradualUnfreezing,
+    LayerGroup,
+    LayerGroupsMixin,
+    add_param_group,
+    drop_frozen_parameters,
+    fine_tune,
+    freeze_group,
+    group_index_of,
+    group_parameters,
+    layer_groups,
+    scale_group_lr,
+    unfreeze_group,
+)
+
+__all__ += [
+    "FineTune",
+    "GradualUnfreezing",
+    "LayerGroup",
+    "LayerGroupsMixin",
+    "add_param_group",
+    "drop_frozen_parameters",
+    "fine_tune",
+    "freeze_group",
+    "group_index_of",
+    "group_parameters",
+    "layer_groups",
+    "scale_group_lr",
+    "unfreeze_group",
+]
 
 # --- MC dropout / uncertainty (issue 6) ------------------------------------------------------------------
 
