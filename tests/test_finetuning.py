@@ -90,7 +90,10 @@ def test_add_param_group_follows_schedule(name, join):
     for t in range(TOTAL):
         if t == join:
             assert add_param_group(opt, [b], lr_scale=scale, schedulers=[sched], name="new") == 1
-            assert opt.param_groups[1]["name"] == "new" and opt.param_groups[1]["momentum"] == opt.param_groups[0]["momentum"]
+            assert (
+                opt.param_groups[1]["name"] == "new"
+                and opt.param_groups[1]["momentum"] == opt.param_groups[0]["momentum"]
+            )
         if t >= join:
             assert opt.param_groups[1]["lr"] == pytest.approx(ref[t][1], rel=1e-9), f"step {t}"
             assert opt.param_groups[0]["lr"] == pytest.approx(ref[t][0], rel=1e-9), f"step {t}"
@@ -99,6 +102,49 @@ def test_add_param_group_follows_schedule(name, join):
         sched.step(PLATEAU_METRIC[t]) if isinstance(sched, S.ReduceLROnPlateau) else sched.step()
     if name == "OneCycleLR":  # momentum is cycled for the new group too
         assert opt.param_groups[1]["momentum"] == opt.param_groups[0]["momentum"]
+
+
+OUR_SPECS = {  # lightning_bestpractices.optim schedules (torch LRScheduler objects with per-group state)
+    "constant": {"name": "constant"},
+    "step": {"name": "step", "every": 4, "gamma": 0.5},
+    "multistep": {"name": "multistep", "milestones": [5, 11], "gamma": 0.3},
+    "exponential": {"name": "exponential", "final_lr": 0.01},
+    "linear": {"name": "linear", "final_lr": 0.01},
+    "cosine": {"name": "cosine", "warmup": 3, "final_lr": 0.01},
+    "restarts": {"name": "restarts", "cycles": 2, "final_lr": 0.01},
+    "onecycle": {"name": "onecycle", "final_lr": 1e-4},
+    "plateau": {"name": "plateau", "patience": 0, "factor": 0.5, "final_lr": 0.01, "monitor": "x"},
+}
+
+
+def _our_schedule(spec):
+    from lightning_bestpractices.optim import build_scheduler, count_optimizer_steps
+
+    def make(opt):
+        return build_scheduler(opt, spec, count_optimizer_steps(TOTAL, max_epochs=1))[0]["scheduler"]
+
+    return make
+
+
+@pytest.mark.parametrize("name", sorted(OUR_SPECS))
+def test_add_param_group_follows_our_schedules(name):
+    """Same contract for every schedule of ``lightning_bestpractices.optim`` (listed from its registry)."""
+    from lightning_bestpractices.optim import list_schedules
+
+    assert sorted(OUR_SPECS) == sorted(list_schedules())
+    make, scale, join = _our_schedule(OUR_SPECS[name]), 0.1, 6
+    ref = _reference_lrs(make, [0.5, 0.5 * scale], TOTAL)
+    a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [a], "lr": 0.5}], momentum=0.9)
+    sched = make(opt)
+    for t in range(TOTAL):
+        if t == join:
+            add_param_group(opt, [b], lr_scale=scale, schedulers=[sched])
+            assert opt.param_groups[1]["lr_multiplier"] == scale
+        if t >= join:
+            assert opt.param_groups[1]["lr"] == pytest.approx(ref[t][1], rel=1e-9), f"step {t}"
+        opt.step()
+        sched.step(PLATEAU_METRIC[t]) if isinstance(sched, S.ReduceLROnPlateau) else sched.step()
 
 
 def test_scale_group_lr_scales_the_schedule():

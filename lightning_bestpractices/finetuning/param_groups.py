@@ -59,6 +59,14 @@ def _per_group_lists(scheduler: Any, n: int) -> list[str]:
     return names
 
 
+def _scaled(scheduler: Any, key: str) -> bool:
+    """Whether a per-group list scales with the group: LR lists do; ReduceLROnPlateau's ``min_lrs`` only when they
+    were given per group (then they are per-group floors, e.g. scaled by LR multipliers), not as one value."""
+    if key == "min_lrs" and isinstance(scheduler, ReduceLROnPlateau):
+        return getattr(scheduler, "default_min_lr", 0.0) is None
+    return key in SCALED_LISTS
+
+
 def _active_floor(schedulers: Sequence[Any]) -> float:
     """The additive floor (``eta_min``) of the schedule currently driving the LRs, 0 if it has none."""
     for s in schedulers:
@@ -149,7 +157,8 @@ def add_param_group(
         params: the parameters of the new group; must not already be in ``optimizer``.
         like: index of the reference group whose hyperparameters and schedule are cloned.
         lr_scale: factor on every LR quantity of the clone (``lr``, ``initial_lr``, OneCycleLR's ``max_lr``/
-            ``min_lr``, schedulers' ``base_lrs``/``max_lrs``); additive floors (``eta_min``, ``min_lrs``) are shared.
+            ``min_lr``, ``lr_multiplier``, schedulers' ``base_lrs``/``max_lrs``, per-group ``min_lrs``); one-value
+            floors (``eta_min``, a scalar ``min_lr`` of ReduceLROnPlateau) are shared.
         schedulers: the LR schedulers to keep consistent; those not attached to ``optimizer`` are ignored.
         name: the group's ``"name"`` (shown by LR monitors).
         overrides: other hyperparameters of the new group (e.g. ``weight_decay=0.0``).
@@ -182,6 +191,9 @@ def add_param_group(
     for key in LR_KEYS:
         if key in group and isinstance(group[key], (int, float, torch.Tensor)):
             group[key] = group[key] * lr_scale
+    group["lr_multiplier"] = (
+        float(ref.get("lr_multiplier", 1.0)) * lr_scale
+    )  # optim's schedules rebuild from it
     if name is not None:
         group["name"] = name
     group.update(overrides)
@@ -193,7 +205,7 @@ def add_param_group(
     for s in _walk(attached):
         for key in scheduled[id(s)]:
             values = getattr(s, key)
-            values.append(values[like] * lr_scale if key in SCALED_LISTS else values[like])
+            values.append(values[like] * lr_scale if _scaled(s, key) else values[like])
     if attached:
         group["lr"] = _current_lr(ref, lr_scale, attached)
     _sync_last_lr(optimizer, attached)
@@ -232,9 +244,11 @@ def scale_group_lr(
     for key in LR_KEYS[1:]:
         if key in group and isinstance(group[key], (int, float, torch.Tensor)):
             group[key] = group[key] * factor
+    if "lr_multiplier" in group:
+        group["lr_multiplier"] = float(group["lr_multiplier"]) * factor
     for s in _walk(attached):
         for key in _per_group_lists(s, n):
-            if key in SCALED_LISTS:
+            if _scaled(s, key):
                 getattr(s, key)[index] = getattr(s, key)[index] * factor
     group["lr"] = _current_lr(old, factor, attached) if attached else old["lr"] * factor
     _sync_last_lr(optimizer, attached)
