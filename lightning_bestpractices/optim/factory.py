@@ -39,10 +39,14 @@ class OptimizerEntry:
 OPTIMIZERS: dict[str, OptimizerEntry] = {
     "sgd": OptimizerEntry(torch.optim.SGD, {}, "plain SGD"),
     "momentum": OptimizerEntry(torch.optim.SGD, {"momentum": 0.9}, "SGD with heavy-ball momentum 0.9"),
-    "nesterov": OptimizerEntry(torch.optim.SGD, {"momentum": 0.9, "nesterov": True}, "SGD with Nesterov momentum"),
+    "nesterov": OptimizerEntry(
+        torch.optim.SGD, {"momentum": 0.9, "nesterov": True}, "SGD with Nesterov momentum"
+    ),
     "adagrad": OptimizerEntry(torch.optim.Adagrad, {}, "per-coordinate LR from the sum of squared gradients"),
     "rmsprop": OptimizerEntry(torch.optim.RMSprop, {}, "LR scaled by a running RMS of gradients"),
-    "adam": OptimizerEntry(torch.optim.Adam, {}, "momentum + RMSprop with bias correction; L2 in the gradient"),
+    "adam": OptimizerEntry(
+        torch.optim.Adam, {}, "momentum + RMSprop with bias correction; L2 in the gradient"
+    ),
     "adamw": OptimizerEntry(torch.optim.AdamW, {}, "Adam with decoupled weight decay"),
     "nadam": OptimizerEntry(torch.optim.NAdam, {}, "Adam with Nesterov momentum"),
     "adamax": OptimizerEntry(torch.optim.Adamax, {}, "Adam with an infinity-norm second moment"),
@@ -98,7 +102,9 @@ def build_param_groups(
         try:
             model.get_submodule(prefix)
         except AttributeError:
-            raise ValueError(f"`lr_multipliers` key {prefix!r} is not a submodule of {type(model).__name__}") from None
+            raise ValueError(
+                f"`lr_multipliers` key {prefix!r} is not a submodule of {type(model).__name__}"
+            ) from None
     skip = tuple(no_decay_skip)
     owner: dict[int, str] = {}  # parameter id -> the longest multiplier prefix that contains it
     for prefix in sorted(multipliers, key=len):
@@ -173,10 +179,14 @@ def create_optimizer(
     lr = _check_number("lr", lr)
     weight_decay = _check_number("weight_decay", weight_decay)
     if isinstance(model, nn.Module):
-        groups = build_param_groups(model, weight_decay, lr_multipliers=lr_multipliers, no_decay_skip=no_decay_skip)
+        groups = build_param_groups(
+            model, weight_decay, lr_multipliers=lr_multipliers, no_decay_skip=no_decay_skip
+        )
     else:
         if lr_multipliers:
-            raise ValueError("`lr_multipliers` needs a module; with explicit groups set 'lr_multiplier' per group")
+            raise ValueError(
+                "`lr_multipliers` needs a module; with explicit groups set 'lr_multiplier' per group"
+            )
         items = list(model)
         if not items:
             raise ValueError("`model` has no parameters")

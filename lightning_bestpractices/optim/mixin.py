@@ -197,7 +197,11 @@ class OptimizerMixin:
 
         scheduler_configs = trainer.strategy.lr_scheduler_configs
         optimizer = trainer.strategy.optimizers[0]
-        keep = {id(c.scheduler): c.scheduler for c in scheduler_configs if isinstance(c.scheduler, ReduceLROnPlateau)}
+        keep = {
+            id(c.scheduler): c.scheduler
+            for c in scheduler_configs
+            if isinstance(c.scheduler, ReduceLROnPlateau)
+        }
         current = [g["lr"] for g in optimizer.param_groups]
         fresh = build_scheduler(optimizer, config.schedule, plan, lr=config.lr)  # type: ignore[arg-type]
         step_scheds = [c["scheduler"] for c in fresh if c["interval"] == "step"]

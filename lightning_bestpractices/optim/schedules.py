@@ -35,13 +35,11 @@ state, so the new group's entry in ``lr_lambdas`` can be the same object as the 
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as sched
 
@@ -164,7 +162,9 @@ class ScheduleSpec:
             raise ValueError(f"`div_factor` must be >= 1, got {self.div_factor!r}")
         if self.name == "plateau":
             if not self.monitor or not isinstance(self.monitor, str):
-                raise ValueError("schedule 'plateau' needs `monitor`, the name of a logged metric (e.g. 'val/loss')")
+                raise ValueError(
+                    "schedule 'plateau' needs `monitor`, the name of a logged metric (e.g. 'val/loss')"
+                )
             if self.mode not in ("min", "max"):
                 raise ValueError(f"`mode` must be 'min' or 'max', got {self.mode!r}")
             if not 0.0 < self.factor < 1.0:
@@ -207,6 +207,7 @@ def build_scheduler(
         ValueError: warmup not shorter than training, durations longer than training, inconsistent options.
 
     Example:
+        >>> import torch
         >>> from lightning_bestpractices.optim import count_optimizer_steps
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         >>> plan = count_optimizer_steps(5, max_epochs=2)                        # 10 optimizer steps
@@ -286,7 +287,9 @@ def _warmup(optimizer: Optimizer, spec: ScheduleSpec, warm: int) -> sched.LRSche
         start = 0.0 if spec.warmup_start is None else spec.warmup_start
         return sched.LambdaLR(optimizer, CosineWarmupFactor(warm, start))
     start = 1.0 / warm if spec.warmup_start is None else spec.warmup_start
-    return sched.LinearLR(optimizer, start_factor=max(start, 1e-12), end_factor=1.0, total_iters=max(warm - 1, 1))
+    return sched.LinearLR(
+        optimizer, start_factor=max(start, 1e-12), end_factor=1.0, total_iters=max(warm - 1, 1)
+    )
 
 
 def _decay(
@@ -298,7 +301,9 @@ def _decay(
     if spec.name == "cosine":
         return sched.LambdaLR(optimizer, CosineFactor(length, r))
     if spec.name == "restarts":
-        return sched.LambdaLR(optimizer, RestartsFactor(RestartsFactor.tile(length, spec.cycles, spec.cycle_mult), r))
+        return sched.LambdaLR(
+            optimizer, RestartsFactor(RestartsFactor.tile(length, spec.cycles, spec.cycle_mult), r)
+        )
     if spec.name == "linear":
         if r > 1:
             raise ValueError(f"schedule 'linear' decays: `final_lr` must be <= lr, got ratio {r:g}")
@@ -319,7 +324,9 @@ def _decay(
             while k * every.value < plan.epochs:
                 marks.append(plan.epoch_to_step(k * every.value, name="every") - warm)
                 k += 1
-            return sched.MultiStepLR(optimizer, milestones=[m for m in marks if m > 0] or [length + 1], gamma=gamma)
+            return sched.MultiStepLR(
+                optimizer, milestones=[m for m in marks if m > 0] or [length + 1], gamma=gamma
+            )
         size = every.resolve(plan, name="every")
         if size < 1:
             raise ValueError(f"`every` resolves to {size} optimizer steps; it must be >= 1")

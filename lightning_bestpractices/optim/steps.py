@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any, Union
 if TYPE_CHECKING:
     import lightning as L
 
-__all__ = ["Duration", "DurationLike", "StepPlan", "count_optimizer_steps", "plan_from_trainer", "parse_duration"]
+__all__ = [
+    "Duration",
+    "DurationLike",
+    "StepPlan",
+    "count_optimizer_steps",
+    "plan_from_trainer",
+    "parse_duration",
+]
 
 DurationLike = Union[int, float, str, "Duration", Mapping[str, Any]]
 
@@ -87,14 +94,18 @@ def parse_duration(value: DurationLike, *, name: str = "duration") -> Duration:
     if isinstance(value, Duration):
         return _check(value, name, value)
     if isinstance(value, bool):
-        raise ValueError(f"`{name}` must be steps (int), a fraction (float) or a string like '3 epochs', got {value!r}")
+        raise ValueError(
+            f"`{name}` must be steps (int), a fraction (float) or a string like '3 epochs', got {value!r}"
+        )
     if isinstance(value, int):
         return _check(Duration(value, "steps"), name, value)
     if isinstance(value, float):
         return _check(Duration(value, "fraction"), name, value)
     if isinstance(value, Mapping):
         if len(value) != 1:
-            raise ValueError(f"`{name}` as a mapping must have one key (steps/epochs/fraction), got {value!r}")
+            raise ValueError(
+                f"`{name}` as a mapping must have one key (steps/epochs/fraction), got {value!r}"
+            )
         ((unit, amount),) = value.items()
         return parse_duration(f"{amount} {unit}", name=name)
     if isinstance(value, str):
@@ -105,7 +116,9 @@ def parse_duration(value: DurationLike, *, name: str = "duration") -> Duration:
             )
         number, unit = m.group(1), m.group(2).lower()
         if unit == "":
-            return parse_duration(float(number) if any(c in number for c in ".eE") else int(number), name=name)
+            return parse_duration(
+                float(number) if any(c in number for c in ".eE") else int(number), name=name
+            )
         if unit == "%":
             return _check(Duration(float(number) / 100.0, "fraction"), name, value)
         unit = _UNITS[unit]
@@ -114,7 +127,9 @@ def parse_duration(value: DurationLike, *, name: str = "duration") -> Duration:
                 raise ValueError(f"`{name}` in steps must be a whole number, got {value!r}")
             return _check(Duration(int(float(number)), "steps"), name, value)
         return _check(Duration(float(number), unit), name, value)
-    raise ValueError(f"`{name}` must be steps (int), a fraction (float) or a string like '3 epochs', got {value!r}")
+    raise ValueError(
+        f"`{name}` must be steps (int), a fraction (float) or a string like '3 epochs', got {value!r}"
+    )
 
 
 def _check(d: Duration, name: str, raw: Any) -> Duration:
@@ -195,12 +210,14 @@ def count_optimizer_steps(
     """
     factor = _accumulation_fn(accumulate)
     unbounded_epochs = max_epochs is None or max_epochs < 0
-    if unbounded_epochs and max_steps < 0:
-        raise ValueError("the number of optimizer steps is unbounded: set `max_epochs` or `max_steps`")
     if batches_per_epoch == float("inf") or batches_per_epoch is None:
         if max_steps < 0:
-            raise ValueError("the train dataloader has no length: set `max_steps` so schedules can be resolved")
+            raise ValueError(
+                "the train dataloader has no length: set `max_steps` so schedules can be resolved"
+            )
         return StepPlan((0, int(max_steps)), None)
+    if unbounded_epochs and max_steps < 0:
+        raise ValueError("the number of optimizer steps is unbounded: set `max_epochs` or `max_steps`")
     batches = int(batches_per_epoch)
     if batches <= 0:
         raise ValueError(f"the train dataloader yields no batches per epoch ({batches_per_epoch!r})")
