@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .calibration import (
     calibration_metrics,
-    log_calibration,
+    log_calibration_figures,
     reliability_diagram,
     uncertainty_auroc,
     uncertainty_histogram,
@@ -30,7 +30,7 @@ __all__ = [
     "MCDropoutMixin",
     "MCResult",
     "calibration_metrics",
-    "log_calibration",
+    "log_calibration_figures",
     "reliability_diagram",
     "uncertainty_auroc",
     "uncertainty_histogram",

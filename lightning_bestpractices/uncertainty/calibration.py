@@ -28,7 +28,7 @@ __all__ = [
     "uncertainty_auroc",
     "reliability_diagram",
     "uncertainty_histogram",
-    "log_calibration",
+    "log_calibration_figures",
 ]
 
 
@@ -157,14 +157,15 @@ def uncertainty_histogram(uncertainty: Tensor, correct: Tensor, name: str = "mut
     return fig
 
 
-def log_calibration(trainer: Any, output: MCOutput, targets: Tensor, prefix: str, n_bins: int = 15) -> dict:
-    """Metrics of ``output`` plus the reliability diagram and the MI histogram, saved as PNG and logged (rank 0)."""
+def log_calibration_figures(
+    trainer: Any, output: MCOutput, targets: Tensor, prefix: str, n_bins: int = 15
+) -> None:
+    """Reliability diagram and MI histogram of ``output``, saved as ``<run_dir>/<prefix>_*.png`` and logged (rank 0)."""
     from lightning_bestpractices._logging import log_figure
 
-    metrics = calibration_metrics(output, targets, n_bins)
+    if not trainer.is_global_zero:
+        return
     correct = output.predictions.cpu() == targets.cpu()
-    if 0 < int(correct.sum()) < len(correct):
-        metrics["auroc_mi"] = uncertainty_auroc(output.mutual_information.cpu(), correct)
     log_figure(
         trainer,
         f"{prefix}/reliability",
@@ -173,4 +174,3 @@ def log_calibration(trainer: Any, output: MCOutput, targets: Tensor, prefix: str
     log_figure(
         trainer, f"{prefix}/uncertainty_hist", uncertainty_histogram(output.mutual_information, correct)
     )
-    return metrics

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .calibration import log_calibration
+from .calibration import calibration_metrics, log_calibration_figures, uncertainty_auroc
 from .functional import MCOutput, MCRegressionOutput, mc_predict
 
 __all__ = ["MCDropoutMixin"]
@@ -131,23 +131,20 @@ class MCDropoutMixin:
         store.append((indices.cpu(), None if y is None else y.cpu(), _to_cpu(out)))
         return out
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        return self.mc_step(batch, batch_idx, dataloader_idx, "predict")
+    def predict_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+        if "predict" not in self.mc_stages:
+            return super().predict_step(batch, batch_idx, *args)  # type: ignore[misc]
+        return self.mc_step(batch, batch_idx, args[0] if args else 0, "predict")
 
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        self._mc_require("validate", "validation_step")
-        return self.mc_step(batch, batch_idx, dataloader_idx, "validate")
+    def validation_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+        if "validate" not in self.mc_stages:  # the class after the mixin (e.g. your task) does validation
+            return super().validation_step(batch, batch_idx, *args)  # type: ignore[misc]
+        return self.mc_step(batch, batch_idx, args[0] if args else 0, "validate")
 
-    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        self._mc_require("test", "test_step")
-        return self.mc_step(batch, batch_idx, dataloader_idx, "test")
-
-    def _mc_require(self, stage: str, hook: str) -> None:
-        if stage not in self.mc_stages:
-            raise RuntimeError(
-                f"{type(self).__name__} has no `{hook}`: define one, or run MC dropout there with "
-                f"`configure_mc_dropout(stages=(..., {stage!r}))`"
-            )
+    def test_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+        if "test" not in self.mc_stages:
+            return super().test_step(batch, batch_idx, *args)  # type: ignore[misc]
+        return self.mc_step(batch, batch_idx, args[0] if args else 0, "test")
 
     # ---------------------------------------------------------------------------------- Lightning's eval hooks
     def on_predict_model_eval(self) -> None:
@@ -163,23 +160,30 @@ class MCDropoutMixin:
     # ------------------------------------------------------------------------------------------ epoch bounds
     def on_predict_epoch_start(self) -> None:
         self._mc_reset("predict")
+        super().on_predict_epoch_start()  # type: ignore[misc]
 
     def on_validation_epoch_start(self) -> None:
         self._mc_reset("validate")
+        super().on_validation_epoch_start()  # type: ignore[misc]
 
     def on_test_epoch_start(self) -> None:
         self._mc_reset("test")
+        super().on_test_epoch_start()  # type: ignore[misc]
 
     def on_predict_epoch_end(self) -> None:
-        self._mc_finish("predict")
+        if "predict" in self.mc_stages:
+            self._mc_finish("predict")
+        super().on_predict_epoch_end()  # type: ignore[misc]
 
     def on_validation_epoch_end(self) -> None:
         if "validate" in self.mc_stages:
             self._mc_finish("validate")
+        super().on_validation_epoch_end()  # type: ignore[misc]
 
     def on_test_epoch_end(self) -> None:
         if "test" in self.mc_stages:
             self._mc_finish("test")
+        super().on_test_epoch_end()  # type: ignore[misc]
 
     def _mc_reset(self, stage: str) -> None:
         self.__dict__.setdefault("_mc_store", {})[stage] = []
@@ -230,15 +234,19 @@ class MCDropoutMixin:
         if targets is None or not isinstance(output, MCOutput):
             return
         trainer = self.trainer  # type: ignore[attr-defined]
+        metrics = calibration_metrics(output, targets, self.mc_n_bins)
+        correct = output.predictions == targets
+        if 0 < int(correct.sum()) < len(correct):
+            metrics["auroc_mi"] = uncertainty_auroc(output.mutual_information, correct)
         if self.mc_log_figures and not trainer.sanity_checking:
-            metrics = log_calibration(trainer, output, targets, f"{stage}_mc", self.mc_n_bins)
-        else:
-            from .calibration import calibration_metrics
-
-            metrics = calibration_metrics(output, targets, self.mc_n_bins)
-        if stage != "predict":  # identical on all ranks (computed on the gathered set): no sync needed
-            for k, v in metrics.items():
-                self.log(f"{'val' if stage == 'validate' else stage}/mc_{k}", v, sync_dist=False)  # type: ignore
+            log_calibration_figures(trainer, output, targets, f"{stage}_mc", self.mc_n_bins)
+        if stage != "predict":
+            name = "val" if stage == "validate" else stage
+            for (
+                k,
+                v,
+            ) in metrics.items():  # equal on all ranks already (gathered set); the sync only averages equals
+                self.log(f"{name}/mc_{k}", v, sync_dist=True)  # type: ignore[attr-defined]
         self.mc_results[stage].metrics = metrics
 
 
