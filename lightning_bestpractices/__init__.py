@@ -73,5 +73,43 @@ __all__ += [
 ]
 
 # --- MC dropout / uncertainty (issue 6) ------------------------------------------------------------------
+from .uncertainty import (  # noqa: E402
+    MCDropoutMixin,
+    MCOutput,
+    MCRegressionOutput,
+    MCResult,
+    calibration_metrics,
+    find_split,
+    find_stochastic_modules,
+    mc_dropout_mode,
+    mc_predict,
+    register_stochastic,
+    reliability_diagram,
+    stochastic_registry,
+    uncertainty_auroc,
+    uncertainty_histogram,
+    uncertainty_measures,
+    unregister_stochastic,
+)
+
+__all__ += [
+    "MCDropoutMixin",
+    "MCOutput",
+    "MCRegressionOutput",
+    "MCResult",
+    "calibration_metrics",
+    "find_split",
+    "find_stochastic_modules",
+    "mc_dropout_mode",
+    "mc_predict",
+    "register_stochastic",
+    "reliability_diagram",
+    "stochastic_registry",
+    "uncertainty_auroc",
+    "uncertainty_histogram",
+    "uncertainty_measures",
+    "unregister_stochastic",
+]
+
 
 __version__ = "0.1.0"
