@@ -136,6 +136,7 @@ class OptimizerMixin:
     _lbp_plan: StepPlan | None = None
     _lbp_epoch_starts: list[int] | None = None
     _lbp_no_schedule: bool = False  # set by the LR finder: optimizer only
+    _lbp_plateau_metric: float | None = None
 
     def optim_config(self) -> OptimConfig:
         config = OptimConfig.from_any(getattr(self, "optim", None))
@@ -175,10 +176,10 @@ class OptimizerMixin:
         config = self.optim_config()
         if self._lbp_plan is None or config.schedule is None:
             return
-        self._check_monitor(trainer, config.schedule)
         epoch, step = int(trainer.current_epoch), int(trainer.global_step)
         if step == 0 and epoch == 0:
             return
+        self._catch_up_plateau(trainer)
         history = list(self._lbp_epoch_starts or [])[:epoch]
         if len(history) < epoch:  # no record (older checkpoint): assume earlier epochs ran as configured now
             known = count_optimizer_steps(trainer.num_training_batches, epoch, accumulate=_acc(trainer))
@@ -216,10 +217,34 @@ class OptimizerMixin:
             old.scheduler = new_sched
         self._lbp_plan = plan
 
-    @staticmethod
-    def _check_monitor(trainer: L.Trainer, spec: ScheduleSpec) -> None:
-        """Plateau: fail before the first epoch if the sanity check ran and did not log ``monitor``."""
-        if spec.name != "plateau" or not trainer.callback_metrics:
+    def _catch_up_plateau(self, trainer: L.Trainer) -> None:
+        """Apply the plateau step that Lightning runs *after* the epoch-end checkpoint was written.
+
+        Lightning steps epoch-interval plateau schedulers after ``on_train_epoch_end`` / validation, where
+        ``ModelCheckpoint`` saves, and skips that step on restart; the resumed run would keep the LR from before the
+        last reduction. The monitored value is kept in the checkpoint, so the missed step is taken here.
+        """
+        from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+        if self._lbp_plateau_metric is None:
+            return
+        for c in trainer.lr_scheduler_configs:
+            s = c.scheduler
+            if isinstance(s, ReduceLROnPlateau) and c.interval == "epoch" and c.frequency == 1:
+                if s.last_epoch == trainer.current_epoch - 1:
+                    s.step(self._lbp_plateau_metric)
+
+    def on_validation_end(self) -> None:
+        """Plateau: fail before training if the sanity check logged metrics but not ``monitor``."""
+        super().on_validation_end()  # type: ignore[misc]
+        trainer = self.trainer  # type: ignore[attr-defined]
+        spec = self.optim_config().schedule
+        if (
+            not trainer.sanity_checking
+            or spec is None
+            or spec.name != "plateau"
+            or not trainer.callback_metrics
+        ):
             return
         if spec.monitor not in trainer.callback_metrics:
             raise ValueError(
@@ -229,13 +254,20 @@ class OptimizerMixin:
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
-        checkpoint[_CKPT_KEY] = {"epoch_starts": list(self._lbp_epoch_starts or [])}
+        state: dict[str, Any] = {"epoch_starts": list(self._lbp_epoch_starts or [])}
+        spec = self.optim_config().schedule
+        trainer = self._trainer_or_none()
+        if trainer is not None and spec is not None and spec.name == "plateau":
+            value = trainer.callback_metrics.get(spec.monitor)  # type: ignore[arg-type]
+            state["plateau_metric"] = None if value is None else float(value)
+        checkpoint[_CKPT_KEY] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
         state = checkpoint.get(_CKPT_KEY)
         if state is not None:
             self._lbp_epoch_starts = list(state["epoch_starts"])
+            self._lbp_plateau_metric = state.get("plateau_metric")
 
 
 def _acc(trainer: L.Trainer) -> Any:

@@ -46,7 +46,7 @@ SCHEDULES: dict[str, dict[str, Any]] = {
 CASES: dict[str, dict[str, Any]] = {
     "plain": {"accumulate": 1, "drop_last": False, "max_epochs": 4},
     "acc3_droplast_maxsteps": {"accumulate": 3, "drop_last": True, "max_epochs": 6, "max_steps": 19},
-    "gas": {"gas": {0: 1, 2: 3}, "drop_last": False, "max_epochs": 5},
+    "gas": {"gas": {0: 1, 2: 3}, "drop_last": False, "max_epochs": 5, "precision": "bf16-mixed"},
 }
 
 
@@ -61,6 +61,12 @@ class TinyNet(OptimizerMixin, L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
+
+    def configure_optimizers(self):
+        self.lightning_estimate = (
+            self.trainer.estimated_stepping_batches
+        )  # what Lightning predicts at fit start
+        return super().configure_optimizers()
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -92,14 +98,16 @@ class Recorder(Callback):
         self.lrs.append([float(g["lr"]) for g in optimizer.param_groups])
 
 
-def trainer_for(case: dict[str, Any], devices: int, root: Path, extra: list[Callback] = ()) -> tuple[L.Trainer, Recorder]:
+def trainer_for(
+    case: dict[str, Any], devices: int, root: Path, extra: list[Callback] = ()
+) -> tuple[L.Trainer, Recorder]:
     rec = Recorder()
     callbacks: list[Callback] = [rec, *extra]
     if case.get("gas"):
         callbacks.append(GradientAccumulationScheduler(dict(case["gas"])))
     kwargs: dict[str, Any] = dict(
         accelerator="cpu", devices=devices, max_epochs=case["max_epochs"], max_steps=case.get("max_steps", -1),
-        accumulate_grad_batches=case.get("accumulate", 1), logger=False, enable_progress_bar=False,
+        accumulate_grad_batches=case.get("accumulate", 1), precision=case.get("precision", "32-true"), logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=bool(extra), default_root_dir=str(root),
         callbacks=callbacks, num_sanity_val_steps=0,
     )  # fmt: skip
@@ -115,12 +123,15 @@ def run_case(schedule: dict[str, Any], case: dict[str, Any], devices: int, root:
     trainer, rec = trainer_for(case, devices, root)
     trainer.fit(model, train_dataloaders=loaders(case["drop_last"]))
     return {
+        "estimated": model.lightning_estimate,
         "lrs": rec.lrs, "names": rec.names, "epoch_starts": rec.epoch_starts, "planned": model._lbp_plan.total,
         "params": torch.cat([p.detach().flatten() for p in model.parameters()]),
     }  # fmt: skip
 
 
-def run_resume(schedule: dict[str, Any], devices: int, root: Path, resume_case: dict[str, Any] | None = None) -> dict:
+def run_resume(
+    schedule: dict[str, Any], devices: int, root: Path, resume_case: dict[str, Any] | None = None
+) -> dict:
     """Full run saving every epoch, then a second run resumed from the epoch-2 checkpoint (optionally reconfigured)."""
     case = {"accumulate": 1, "drop_last": False, "max_epochs": 4}
     torch.manual_seed(0)
@@ -150,11 +161,12 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     results: dict[str, Any] = {}
-    for sname, schedule in SCHEDULES.items():
-        for cname in ("plain", "gas"):
-            results[f"{sname}/{cname}"] = run_case(schedule, CASES[cname], args.devices, out / "runs")
-    for sname in ("cosine", "onecycle"):
-        results[f"{sname}/resume"] = run_resume(SCHEDULES[sname], args.devices, out / f"resume_{sname}")
+    for sname, schedule in SCHEDULES.items():  # every schedule with accumulation, drop_last and max_steps
+        results[f"{sname}/acc3_droplast_maxsteps"] = run_case(schedule, CASES["acc3_droplast_maxsteps"], args.devices,
+                                                              out / "runs")  # fmt: skip
+    for sname in ("step", "cosine", "onecycle"):  # epoch-dependent and step-dependent shapes, GAS + bf16
+        results[f"{sname}/gas"] = run_case(SCHEDULES[sname], CASES["gas"], args.devices, out / "runs")
+    results["cosine/resume"] = run_resume(SCHEDULES["cosine"], args.devices, out / "resume_cosine")
     rank = int(os.environ.get("LOCAL_RANK", 0))
     torch.save(results, out / f"rank{rank}.pt")
 
