@@ -9,11 +9,20 @@ __all__: list[str] = []
 # --- foundation: data, models, recipe runner ---------------------------------------------------------------
 
 # --- initialization / normalization (issue 3) -----------------------------------------------------------
+from .initialization import (  # noqa: E402
+    InitReport,
+    LSUVReport,
+    WeightInit,
+    init_weights,
+    lsuv_init,
+)
 from .normalization import (  # noqa: E402
     NORM_TYPES,
+    FoldReport,
     FrozenBatchNorm,
     batchnorm_to_groupnorm,
     batchnorm_to_syncbn,
+    fold_batchnorm,
     freeze_batchnorm,
     is_norm,
     no_decay_parameters,
@@ -24,6 +33,13 @@ from .normalization import (  # noqa: E402
 )
 
 __all__ += [
+    "InitReport",
+    "LSUVReport",
+    "WeightInit",
+    "init_weights",
+    "lsuv_init",
+    "fold_batchnorm",
+    "FoldReport",
     "NORM_TYPES",
     "FrozenBatchNorm",
     "batchnorm_to_groupnorm",
