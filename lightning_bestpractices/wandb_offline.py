@@ -36,7 +36,9 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 @dataclass
 class OfflineRun:
     """What an offline run logged: ``config`` (nested dict), ``history`` (one dict per ``log`` call), and
-    ``summary`` (the last value of every history key, updated by explicit summary writes)."""
+    ``summary`` (the last value of every history key, updated by explicit summary writes).
+
+    Metric names keep their slashes (``"val/acc"``); media and tables are dicts (``row["plot"]["_type"]``)."""
 
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
@@ -116,12 +118,10 @@ def read_offline_run(path: str | Path) -> OfflineRun:
         elif kind == "history":
             row: dict[str, Any] = {}
             for item in rec.history.item:
-                key = "/".join(item.nested_key) if item.nested_key else item.key
-                row[key] = json.loads(item.value_json)
+                _set_nested(row, list(item.nested_key) or [item.key], json.loads(item.value_json))
             run.history.append(row)
             run.summary.update(row)
         elif kind == "summary":
             for item in rec.summary.update:
-                key = "/".join(item.nested_key) if item.nested_key else item.key
-                run.summary[key] = json.loads(item.value_json)
+                _set_nested(run.summary, list(item.nested_key) or [item.key], json.loads(item.value_json))
     return run
