@@ -1,0 +1,79 @@
+"""BestPracticesCLI in-process: bad input stops before training with the field and the value."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from lightning_bestpractices.wandb_offline import find_offline_runs
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location("moons_recipe", ROOT / "recipes" / "moons.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _NoTraining(Exception):
+    pass
+
+
+@pytest.fixture
+def moons(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    return _recipe()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model.bogus=1"], "bogus"),
+        (["--model.lr=-0.1"], "`lr` must be > 0, got -0.1"),
+        (["--model.net.init_args.dropout=1.5"], "`dropout` must be in [0, 1), got 1.5"),
+        (["--model.net.init_args.dropout=-0.2"], "`dropout` must be in [0, 1), got -0.2"),
+        (["--model.net.init_args.hidden=[]"], "`hidden` must list at least one width, got []"),
+        (["--wandb_mode=sometimes"], "`wandb_mode` must be one of"),
+    ],
+)
+def test_bad_input_is_a_cli_error_before_training(moons, capsys, args, message, monkeypatch):
+    import lightning as L
+
+    def no_fit(*a, **k):  # proves the error comes before any training step
+        raise _NoTraining
+
+    monkeypatch.setattr(L.Trainer, "fit", no_fit)
+    with pytest.raises(SystemExit) as exc:
+        moons.main(["fit", *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_key_in_a_config_file(moons, capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  lr: 0.01\n  learning_rate_typo: 0.1\n")
+    with pytest.raises(SystemExit):
+        moons.main(["fit", "--config", str(bad)])
+    assert "learning_rate_typo" in capsys.readouterr().err
+
+
+def test_other_loggers_and_wandb_modes(moons, tmp_path):
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]
+    cli = moons.main(["fit", *short, "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                      "--trainer.logger.init_args.save_dir=csv"])
+    log_dir = (tmp_path / cli.trainer.logger.log_dir).resolve()
+    assert log_dir.is_relative_to(tmp_path / "csv")
+    assert (log_dir / "metrics.csv").read_text().count("lr-AdamW") == 1
+    assert (log_dir / "config.yaml").is_file() and (log_dir / "decision_boundary.png").is_file()
+    assert cli.trainer.logger.__class__.__name__ == "CSVLogger"
+    assert not find_offline_runs(tmp_path)
+
+    moons.main(["fit", *short, "--wandb_mode=disabled"])
+    assert os.environ["WANDB_MODE"] == "disabled"
+    assert not find_offline_runs(tmp_path), "disabled mode writes no run"
