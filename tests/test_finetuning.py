@@ -179,6 +179,12 @@ def test_param_group_bad_input():
 def test_layer_groups_auto_sequential_resnet_container_mixin():
     seq = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
     assert [g.modules for g in layer_groups(seq)] == [("1",), ("3",), ("5",)]
+    bn = nn.Sequential(
+        nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)
+    )  # a norm joins its layer
+    assert [g.modules for g in layer_groups(bn)] == [("0", "1"), ("3",)]
+    wrapped = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)))  # looked through
+    assert [g.modules for g in layer_groups(wrapped)] == [("1.0",), ("1.1",)]
 
     resnet = torchvision.models.resnet18(weights=None, num_classes=3)
     assert [g.name for g in layer_groups(resnet)] == ["stem", "layer1", "layer2", "layer3", "layer4", "fc"]
@@ -240,12 +246,18 @@ def test_freeze_group_uses_frozen_batchnorm_and_round_trips():
 
 
 class Body(L.LightningModule):
-    """body (Linear, BatchNorm, Linear) + head; groups: backbone.0, backbone.1 (BN), backbone.3, head."""
+    """body (Linear, BatchNorm, Linear, Linear) + head; groups: backbone.0 (+ its BN), backbone.3, backbone.5, head."""
 
     def __init__(self, make_scheduler=None, interval: str = "step", optimizer: str = "sgd") -> None:
         super().__init__()
         self.backbone = nn.Sequential(
-            nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU()
+            nn.Linear(6, 12),
+            nn.BatchNorm1d(12),
+            nn.ReLU(),
+            nn.Linear(12, 12),
+            nn.ReLU(),
+            nn.Linear(12, 12),
+            nn.ReLU(),
         )
         self.head = nn.Linear(12, 1)
         self.make_scheduler, self.interval, self.optimizer = make_scheduler, interval, optimizer
@@ -299,10 +311,10 @@ def test_every_scheduler_across_an_unfreeze(name):
     trainer = L.Trainer(max_epochs=4, callbacks=[cb, rec], **QUIET)
     trainer.fit(Body(SCHEDULERS[name]), _data())
     assert len(rec.lrs) == TOTAL and not any(rec.frozen_grads)
-    names = ["head", "backbone.3", "backbone.1", "backbone.0"]
+    names = ["head", "backbone.5", "backbone.3", "backbone.0"]
     assert list(rec.lrs[-1]) == names
     ref = _reference_lrs(SCHEDULERS[name], [0.5, 0.25, 0.125, 0.0625], TOTAL, plateau_every=4)
-    joined = {"head": 0, "backbone.3": 4, "backbone.1": 8, "backbone.0": 8}
+    joined = {"head": 0, "backbone.5": 4, "backbone.3": 8, "backbone.0": 8}
     for step, lrs in enumerate(rec.lrs):
         for i, group in enumerate(names):
             if step >= joined[group]:
@@ -475,5 +487,5 @@ def test_ddp_parity_and_backbone_finetuning_divergence(run_script, tmp_path):
         assert r0["optimizer"].keys() == r1["optimizer"].keys() and len(r0["optimizer"]) > 0
         assert all(torch.equal(r0["optimizer"][k], r1["optimizer"][k]) for k in r0["optimizer"])
         assert r0["trainable"][0] < r0["trainable"][8] < r0["trainable"][-1]  # unfroze twice
-        assert r0["groups"] == ["head", "backbone.5", "backbone.3", "backbone.1", "backbone.0"]
+        assert r0["groups"] == ["head", "backbone.5", "backbone.3", "backbone.0"]
         assert math.isfinite(r0["param_sums"].sum().item())

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..normalization import FrozenBatchNorm, freeze_batchnorm, unfreeze_batchnorm
+from ..normalization import FrozenBatchNorm, freeze_batchnorm, is_norm, unfreeze_batchnorm
 
 __all__ = [
     "LayerGroup",
@@ -67,6 +67,10 @@ def _has_params(module: nn.Module) -> bool:
     return next(module.parameters(), None) is not None
 
 
+def _is_leaf(module: nn.Module) -> bool:
+    return next(module.children(), None) is None
+
+
 def _is_resnet(module: nn.Module) -> bool:
     return all(hasattr(module, a) for a in ("conv1", "bn1", "layer1", "fc")) and isinstance(
         module.fc, nn.Module
@@ -85,11 +89,17 @@ def _auto(module: nn.Module, prefix: str) -> list[LayerGroup]:
         groups += [LayerGroup(_join(prefix, n), (_join(prefix, n),)) for n in stages]
         return groups + [LayerGroup(_join(prefix, "fc"), (_join(prefix, "fc"),))]
     children = [(n, c) for n, c in module.named_children() if _has_params(c)]
-    if isinstance(module, nn.Sequential):
-        return [LayerGroup(_join(prefix, n), (_join(prefix, n),)) for n, _ in children]
-    if len(children) == 1:
+    if len(children) == 1 and not _is_leaf(children[0][1]):
         return _auto(children[0][1], _join(prefix, children[0][0]))
-    groups: list[LayerGroup] = []
+    if isinstance(module, nn.Sequential):  # one group per layer; a norm layer joins the layer before it
+        groups: list[LayerGroup] = []
+        for n, c in children:
+            if groups and is_norm(c):
+                groups[-1] = LayerGroup(groups[-1].name, (*groups[-1].modules, _join(prefix, n)))
+            else:
+                groups.append(LayerGroup(_join(prefix, n), (_join(prefix, n),)))
+        return groups
+    groups = []
     for n, c in children:
         if isinstance(c, nn.Sequential) or _is_resnet(c):
             groups += _auto(c, _join(prefix, n))
@@ -149,8 +159,9 @@ def layer_groups(
     Args:
         module: the model (a LightningModule works too).
         groups: ``None`` for automatic groups (a :class:`LayerGroupsMixin`'s ``layer_groups()``; else the
-            parameterised children of an ``nn.Sequential``; the stem, ``layer1..4`` and ``fc`` of a ResNet; the
-            children of a container, expanding Sequential/ResNet children), or a list whose entries are module
+            parameterised children of an ``nn.Sequential``, a norm layer joining the layer before it; the stem,
+            ``layer1..4`` and ``fc`` of a ResNet; the children of a container, expanding Sequential/ResNet
+            children; a wrapper with one parameterised child is looked through), or a list whose entries are module
             names or ``fnmatch`` patterns (``"features.*"``) or lists of them, input side first.
         head: the head's name/pattern(s). ``None``: the last group. When given, it is removed from the other
             groups and appended as the last group.
