@@ -14,12 +14,19 @@ from __future__ import annotations
 from .curves import CosineFactor, CosineWarmupFactor, OneCycle, RestartsFactor
 from .factory import OPTIMIZERS, OptimizerEntry, build_param_groups, create_optimizer, list_optimizers
 from .lamb import Lamb
+from .lr_finder import RULES, LRFindResult, lr_find, suggest_lr
 from .mixin import OptimConfig, OptimizerMixin, configure_from_config
+from .monitor import GroupLRMonitor
 from .schedules import SCHEDULES, ScheduleSpec, base_lrs_of, build_scheduler, fast_forward, list_schedules
 from .steps import Duration, StepPlan, count_optimizer_steps, parse_duration, plan_from_trainer
 
 __all__ = [
     "OPTIMIZERS",
+    "RULES",
+    "GroupLRMonitor",
+    "LRFindResult",
+    "lr_find",
+    "suggest_lr",
     "SCHEDULES",
     "CosineFactor",
     "CosineWarmupFactor",
