@@ -7,6 +7,37 @@ Each practice lives in one module (a pure-torch functional core plus a thin Ligh
 __all__: list[str] = []
 
 # --- foundation: data, models, recipe runner ---------------------------------------------------------------
+from ._logging import format_table, log_figure, log_table, run_dir  # noqa: E402
+from .cli import BestPracticesCLI  # noqa: E402
+from .data import DigitsDataModule, InMemoryDataModule, MoonsDataModule, TensorLoader, VisionDataModule  # noqa: E402
+from .models import MLP, SmallCNN  # noqa: E402
+from .monitoring import RankParity, max_rank_difference  # noqa: E402
+from .plots import DecisionBoundary, plot_decision_boundary  # noqa: E402
+from .tasks import Classifier  # noqa: E402
+from .wandb_offline import OfflineRun, find_offline_runs, read_offline_run  # noqa: E402
+
+__all__ += [
+    "BestPracticesCLI",
+    "Classifier",
+    "DecisionBoundary",
+    "DigitsDataModule",
+    "InMemoryDataModule",
+    "MLP",
+    "MoonsDataModule",
+    "OfflineRun",
+    "RankParity",
+    "SmallCNN",
+    "TensorLoader",
+    "VisionDataModule",
+    "find_offline_runs",
+    "format_table",
+    "log_figure",
+    "log_table",
+    "max_rank_difference",
+    "plot_decision_boundary",
+    "read_offline_run",
+    "run_dir",
+]
 
 # --- initialization / normalization (issue 3) -----------------------------------------------------------
 from .initialization import (  # noqa: E402
@@ -54,6 +85,48 @@ __all__ += [
 ]
 
 # --- optimizers / schedules (issue 4) --------------------------------------------------------------------
+from .optim import (  # noqa: E402
+    OPTIMIZERS,
+    SCHEDULES,
+    GroupLRMonitor,
+    Lamb,
+    LRFindResult,
+    OptimConfig,
+    OptimizerMixin,
+    ScheduleSpec,
+    StepPlan,
+    build_scheduler,
+    count_optimizer_steps,
+    create_optimizer,
+    list_optimizers,
+    list_schedules,
+    lr_find,
+    parse_duration,
+    plan_from_trainer,
+    suggest_lr,
+)
+
+__all__ += [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "GroupLRMonitor",
+    "Lamb",
+    "LRFindResult",
+    "OptimConfig",
+    "OptimizerMixin",
+    "ScheduleSpec",
+    "StepPlan",
+    "build_scheduler",
+    "count_optimizer_steps",
+    "create_optimizer",
+    "list_optimizers",
+    "list_schedules",
+    "lr_find",
+    "parse_duration",
+    "plan_from_trainer",
+    "suggest_lr",
+]
+
 
 # --- transfer learning (issue 5) -------------------------------------------------------------------------
 from .finetuning import (  # noqa: E402
