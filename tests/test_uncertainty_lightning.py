@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.loggers import WandbLogger
+from conftest import ROOT, run_python
 from torch import nn
 
 from lightning_bestpractices.data import InMemoryDataModule
@@ -109,7 +110,7 @@ class DigitsNet(MCDropoutMixin, Task):
         self.configure_mc_dropout(4, stages=("test", "predict"))
 
 
-def test_mixin_with_task_fit_validate_test_logs_figures_to_wandb(tmp_path):
+def test_mixin_with_task_fit_then_mc_test_saves_figures(tmp_path):
     dm = InMemoryDataModule(
         train=(torch.rand(64, 1, 8, 8), torch.randint(0, 10, (64,))),
         val=(torch.rand(40, 1, 8, 8), torch.randint(0, 10, (40,))),
@@ -117,9 +118,8 @@ def test_mixin_with_task_fit_validate_test_logs_figures_to_wandb(tmp_path):
         batch_size=16,
     )
     model = DigitsNet()
-    logger = WandbLogger(project="mc", save_dir=str(tmp_path), offline=True)
     trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(model, dm)
@@ -130,15 +130,34 @@ def test_mixin_with_task_fit_validate_test_logs_figures_to_wandb(tmp_path):
     assert torch.equal(bn, model.features[1].running_mean)
     metrics = model.mc_results["test"].metrics
     assert 0 <= metrics["ece"] <= 1 and metrics["nll"] > 0 and "auroc_mi" in metrics
-    logger.experiment.finish()
-    files = Path(logger.experiment.dir)
-    assert (files / "test_mc_reliability.png").stat().st_size > 1000
-    assert (files / "test_mc_uncertainty_hist.png").stat().st_size > 1000
-    run = read_offline_run(find_offline_runs(tmp_path)[0])
-    logged = set().union(*[row.keys() for row in run.history])
-    for key in ("test_mc/reliability", "test_mc/uncertainty_hist"):  # logged to W&B as images
-        assert run.values(f"{key}/_type") == ["images/separated"] and f"{key}/filenames" in logged, logged
-    assert run.values("test/mc_ece")[-1] == pytest.approx(metrics["ece"], abs=1e-6)
+    assert trainer.callback_metrics["test/mc_ece"] == pytest.approx(metrics["ece"], abs=1e-6)
+    assert (tmp_path / "test_mc_reliability.png").stat().st_size > 1000
+    assert (tmp_path / "test_mc_uncertainty_hist.png").stat().st_size > 1000
+
+
+def test_recipe_runs_from_the_command_line_and_logs_to_wandb(tmp_path):
+    """The recipe as a user runs it (subprocess, CLI flags); what it logged to W&B offline is read back."""
+    out = tmp_path / "out"
+    run_python(
+        [ROOT / "recipes" / "mc_dropout.py", "--epochs", "1", "--n-samples", "3", "--out", out], tmp_path
+    )
+    results = json.loads((out / "results.json").read_text())
+    mc = results["MC dropout (N=3)"]
+    assert set(mc) == {"accuracy", "nll", "ece", "brier", "auroc_entropy", "auroc_MI"}
+    assert set(results["deterministic"]) == {"accuracy", "nll", "ece", "brier", "auroc_entropy"}
+    files = Path(results["meta"]["run_dir"])
+    for name in (
+        "mc_dropout_reliability",
+        "mc_dropout_mi_histogram",
+        "test_mc_reliability",
+        "test_mc_uncertainty_hist",
+    ):
+        assert (files / f"{name}.png").stat().st_size > 1000, name
+    run = read_offline_run(find_offline_runs(out)[0])
+    for key in ("mc_dropout/reliability", "mc_dropout/mi_histogram", "test_mc/reliability"):  # images in W&B
+        assert [v["_type"] for v in run.values(key)] == ["images/separated"], key
+    assert run.values("test/mc_ece")[-1] == pytest.approx(mc["ece"], abs=1e-6)
+    assert run.values("mc_dropout/results")[-1]["nrows"] == 2  # the results table
 
 
 def test_configure_mc_dropout_bad_arguments():

@@ -158,32 +158,37 @@ class MCDropoutMixin:
         self.trainer.model.eval()  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------------------------------ epoch bounds
+    # Stages run by MC replace the task's own steps, so the task's epoch hooks (which would aggregate metrics
+    # its steps never updated) are skipped for those stages; other stages go to the task as usual.
     def on_predict_epoch_start(self) -> None:
         self._mc_reset("predict")
-        super().on_predict_epoch_start()  # type: ignore[misc]
+        if "predict" not in self.mc_stages:
+            super().on_predict_epoch_start()  # type: ignore[misc]
 
     def on_validation_epoch_start(self) -> None:
         self._mc_reset("validate")
-        super().on_validation_epoch_start()  # type: ignore[misc]
+        if "validate" not in self.mc_stages:
+            super().on_validation_epoch_start()  # type: ignore[misc]
 
     def on_test_epoch_start(self) -> None:
         self._mc_reset("test")
-        super().on_test_epoch_start()  # type: ignore[misc]
+        if "test" not in self.mc_stages:
+            super().on_test_epoch_start()  # type: ignore[misc]
 
     def on_predict_epoch_end(self) -> None:
         if "predict" in self.mc_stages:
-            self._mc_finish("predict")
-        super().on_predict_epoch_end()  # type: ignore[misc]
+            return self._mc_finish("predict")
+        return super().on_predict_epoch_end()  # type: ignore[misc]
 
     def on_validation_epoch_end(self) -> None:
         if "validate" in self.mc_stages:
-            self._mc_finish("validate")
-        super().on_validation_epoch_end()  # type: ignore[misc]
+            return self._mc_finish("validate")
+        return super().on_validation_epoch_end()  # type: ignore[misc]
 
     def on_test_epoch_end(self) -> None:
         if "test" in self.mc_stages:
-            self._mc_finish("test")
-        super().on_test_epoch_end()  # type: ignore[misc]
+            return self._mc_finish("test")
+        return super().on_test_epoch_end()  # type: ignore[misc]
 
     def _mc_reset(self, stage: str) -> None:
         self.__dict__.setdefault("_mc_store", {})[stage] = []
