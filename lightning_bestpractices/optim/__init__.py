@@ -19,6 +19,7 @@ from .mixin import OptimConfig, OptimizerMixin, configure_from_config
 from .monitor import GroupLRMonitor
 from .schedules import SCHEDULES, ScheduleSpec, base_lrs_of, build_scheduler, fast_forward, list_schedules
 from .steps import Duration, StepPlan, count_optimizer_steps, parse_duration, plan_from_trainer
+from .task import OptimClassifier
 
 __all__ = [
     "OPTIMIZERS",
@@ -34,6 +35,7 @@ __all__ = [
     "Lamb",
     "OneCycle",
     "OptimConfig",
+    "OptimClassifier",
     "OptimizerEntry",
     "OptimizerMixin",
     "RestartsFactor",
