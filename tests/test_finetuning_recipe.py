@@ -1,0 +1,55 @@
+"""The transfer_digits recipe launched as a user launches it (subprocess + CLI flags), tiny settings."""
+
+from __future__ import annotations
+
+import csv
+
+from conftest import ROOT, run_python
+
+from lightning_bestpractices.wandb_offline import find_offline_runs, read_offline_run
+
+RECIPE = ROOT / "recipes" / "transfer_digits.py"
+
+
+def test_transfer_digits_recipe_runs_and_reports(tmp_path):
+    out = tmp_path / "out"
+    args = ["--seeds", "2", "--a-epochs", "1", "--b-epochs", "2", "--unfreeze-at", "1", "--out", str(out)]
+    proc = run_python([RECIPE, *args], tmp_path, timeout=600)
+    assert "frozen -> gradual unfreezing" in proc.stdout and "test acc mean" in proc.stdout
+
+    with (out / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["seed"] for r in rows] == ["0", "1"]
+    keys = ["model A (8 classes)", "scratch", "head only", "frozen -> gradual unfreezing"]
+    assert list(rows[0])[1:] == keys
+    assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in keys)
+    assert (
+        float(rows[0]["model A (8 classes)"]) > 0.3
+    )  # 8 classes, chance is 0.125: model A learned something
+    assert (out / "transfer_digits.png").stat().st_size > 0
+    assert "std" in (out / "summary.txt").read_text()
+
+    [path] = find_offline_runs(out)
+    run = read_offline_run(path)
+    assert run.config["seeds"] == "2"
+    assert run.summary["transfer/summary"]["_type"] == "table-file"
+    assert run.summary["transfer/accuracy"]["_type"] == "image-file"
+
+
+def test_transfer_digits_recipe_bad_input(capsys):
+    import importlib.util
+
+    import pytest
+
+    spec = importlib.util.spec_from_file_location("transfer_digits", RECIPE)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    for argv, message in [
+        (["--held-out", "3", "3"], "--held-out must be two different classes, got [3, 3]"),
+        (["--unfreeze-at", "4", "25"], "--unfreeze-at epochs must be < --b-epochs=20, got [4, 25]"),
+        (["--weights", "w.pth"], "--weights applies to --backbone resnet18, got --backbone mlp"),
+        (["--seeds", "0"], "--seeds/--a-epochs/--threads >= 1"),
+    ]:
+        with pytest.raises(SystemExit) as err:
+            recipe.parse_args(argv)
+        assert err.value.code == 2 and message in capsys.readouterr().err, argv
