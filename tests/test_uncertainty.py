@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -401,3 +402,22 @@ def test_functional_dropout_fails_loudly_or_warns():
 
     with pytest.warns(UserWarning, match="stay off"):
         mc_predict(Mixed(), X, 3)
+
+
+def test_unsafe_split_falls_back_to_full_passes_and_says_so_once():
+    class SizeAcrossCut(FunctionalCNN):
+        def forward(self, x):
+            h = torch.relu(self.bn(self.conv(x)))
+            n = h.size(0)  # an int computed before the dropout, used after it: cutting here would be wrong
+            return self.out(self.drop(torch.relu(self.fc(h.view(n, -1)))).view(n, -1))
+
+    model = SizeAcrossCut()
+    with pytest.warns(UserWarning, match="no safe prefix/suffix split"):
+        out = mc_predict(model, X, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = mc_predict(model, X, 4)  # said once only
+    torch.testing.assert_close(out.mean_probs, again.mean_probs, rtol=0, atol=0)
+    torch.testing.assert_close(
+        out.mean_probs, mc_predict(model, X, 4, split=False).mean_probs, atol=1e-6, rtol=0
+    )

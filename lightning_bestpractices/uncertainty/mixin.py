@@ -115,6 +115,8 @@ class MCDropoutMixin:
     def mc_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0, stage: str = "predict") -> Any:
         """Run :func:`mc_predict` on one batch and keep the result for the epoch-end gather."""
         x, y = self.mc_unpack_batch(batch)
+        if y is not None and self.mc_task == "binary" and y.is_floating_point():  # BCE-style 0./1. targets
+            y = y.reshape(-1).long()
         indices = self._mc_indices(stage, batch_idx, dataloader_idx, x.shape[0], x.device)
         out = mc_predict(
             self,  # type: ignore[arg-type]
