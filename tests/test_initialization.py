@@ -290,6 +290,7 @@ def test_lsuv_reaches_tolerance_and_leaves_no_trace():
 
 def test_lsuv_bad_input():
     net = _deep_tanh(2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
     with pytest.raises(ValueError, match=r"`batch` of shape \(8, 5\) does not fit Sequential"):
         lsuv_init(net, torch.randn(8, 5))
     with pytest.raises(ValueError, match="at least 2 samples"):
@@ -299,6 +300,7 @@ def test_lsuv_bad_input():
     with pytest.raises(ValueError, match="`tol`"):
         lsuv_init(net, torch.randn(8, 16), tol=2.0)
     assert all(not m._forward_hooks for m in net.modules())
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # errors leave the model as it was
 
 
 # ------------------------------------------------------------------------------------------------ WeightInit

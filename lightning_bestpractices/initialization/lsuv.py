@@ -130,11 +130,6 @@ def lsuv_init(
     try:
         module.eval()
         with torch.no_grad():
-            if orthogonal_preinit:
-                for layer in layers:
-                    nn.init.orthogonal_(layer.weight, generator=generator)
-                    if layer.bias is not None:
-                        layer.bias.zero_()
             # execution order (a layer that never runs is left out), and a clear error on a bad batch
             handles = [
                 m.register_forward_hook(lambda m, i, o: order.append(m) if m not in order else None)
@@ -150,6 +145,11 @@ def lsuv_init(
             for h in handles:
                 h.remove()
             handles = []
+            if orthogonal_preinit:  # only now: a bad batch above must leave the model untouched
+                for layer in layers:
+                    nn.init.orthogonal_(layer.weight, generator=generator)
+                    if layer.bias is not None:
+                        layer.bias.zero_()
             for layer in order:
                 std = before = _layer_std(module, batch, layer)
                 it = 0
