@@ -321,8 +321,12 @@ def test_every_scheduler_across_an_unfreeze(name):
                 assert lrs[group] == pytest.approx(ref[step][i], rel=1e-9), (group, step)
 
 
-def test_frozen_phase_batchnorm_buffers_and_no_grads():
-    """Frozen BN keeps its buffers (and is a FrozenBatchNorm) while frozen; frozen params get no gradient."""
+@pytest.mark.parametrize("train_bn_affine", [False, True])
+def test_frozen_phase_batchnorm_buffers_and_no_grads(train_bn_affine):
+    """Frozen BN keeps its buffers (and is a FrozenBatchNorm) while frozen; frozen params get no gradient.
+
+    With ``train_bn_affine=True`` the frozen BN's weight/bias train from the start; its statistics stay frozen.
+    """
     L.seed_everything(0)
     model = Body()
     before = {k: v.clone() for k, v in model.backbone[1].state_dict().items()}
@@ -337,28 +341,34 @@ def test_frozen_phase_batchnorm_buffers_and_no_grads():
             )
 
     rec = LRRecorder()
-    cb = GradualUnfreezing(unfreeze_at=[2], groups_per_unfreeze=-1)
+    cb = GradualUnfreezing(unfreeze_at=[2], groups_per_unfreeze=-1, train_bn_affine=train_bn_affine)
     trainer = L.Trainer(max_epochs=3, callbacks=[cb, rec, Probe()], **QUIET)
     trainer.fit(model, _data())
     for epoch in (0, 1):
         kind, state = seen[epoch]
         assert kind == "FrozenBatchNorm"
-        assert all(torch.equal(state[k], before[k]) for k in before), epoch
+        buffers = ("running_mean", "running_var", "num_batches_tracked")
+        assert all(torch.equal(state[k], before[k]) for k in buffers), epoch
+        assert torch.equal(state["weight"], before["weight"]) != train_bn_affine, epoch
     kind, state = seen[2]
     assert kind == "BatchNorm1d" and not torch.equal(state["running_mean"], before["running_mean"])
     assert not any(rec.frozen_grads)
     assert all(p.requires_grad for p in model.parameters())
 
 
-def _resume_run(tmp_path, ckpt: str | None, max_epochs: int = 5) -> tuple[L.LightningModule, L.Trainer]:
+def _resume_run(tmp_path, ckpt: str | None, preset: bool = False) -> tuple[L.LightningModule, L.Trainer]:
     L.seed_everything(0)
-    model = Body(lambda o: S.OneCycleLR(o, max_lr=0.05, total_steps=5 * 4), optimizer="adamw")
-    cb = GradualUnfreezing(
-        unfreeze_at=[1, 3], groups_per_unfreeze=[1, -1], lr_reduction=0.5, weight_decay=0.01
-    )
+    if preset:  # FineTune owns the schedule: two OneCycleLR phases
+        model = Body(optimizer="adamw")
+        cb = FineTune(lr=0.05, freeze_epochs=2, lr_mult=4.0)
+    else:
+        model = Body(lambda o: S.OneCycleLR(o, max_lr=0.05, total_steps=5 * 4), optimizer="adamw")
+        cb = GradualUnfreezing(
+            unfreeze_at=[1, 3], groups_per_unfreeze=[1, -1], lr_reduction=0.5, weight_decay=0.01
+        )
     saver = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
     trainer = L.Trainer(
-        max_epochs=max_epochs,
+        max_epochs=5,
         callbacks=[cb, saver],
         deterministic=True,
         logger=False,
@@ -369,11 +379,13 @@ def _resume_run(tmp_path, ckpt: str | None, max_epochs: int = 5) -> tuple[L.Ligh
     return model, trainer
 
 
-@pytest.mark.parametrize("stop_epoch", [0, 1])
-def test_resume_mid_phase_equals_uninterrupted(tmp_path, stop_epoch):
-    """Stop after epoch 0 (frozen phase) or 1 (mid phase 1 of epochs 1-2), resume: final weights identical."""
-    full, trainer = _resume_run(tmp_path / "full", None)
-    resumed, trainer2 = _resume_run(tmp_path / "resumed", str(tmp_path / "full" / f"epoch={stop_epoch}.ckpt"))
+@pytest.mark.parametrize(("stop_epoch", "preset"), [(0, False), (1, False), (2, True)])
+def test_resume_mid_phase_equals_uninterrupted(tmp_path, stop_epoch, preset):
+    """Stop after epoch 0 (frozen phase), 1 (mid phase 1 of epochs 1-2) or, for the FineTune preset, 2 (in its
+    second 1cycle), resume: final weights, optimizer state and LRs identical to the uninterrupted run."""
+    full, trainer = _resume_run(tmp_path / "full", None, preset)
+    ckpt = str(tmp_path / "full" / f"epoch={stop_epoch}.ckpt")
+    resumed, trainer2 = _resume_run(tmp_path / "resumed", ckpt, preset)
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     o1, o2 = trainer.optimizers[0], trainer2.optimizers[0]

@@ -217,7 +217,14 @@ class GradualUnfreezing(Callback):
                 f"the checkpoint's layer groups {self._loaded_groups} differ from this model's "
                 f"{[g.name for g in self.groups]}"
             )
+        # unfreezing is decided from trainer.current_epoch / global_step, identical on every rank; the phase
+        # restored from a checkpoint is made identical too
         self.phase = trainer.strategy.broadcast(self.phase)
+        if self.phase > len(self.unfreeze_at):
+            raise ValueError(
+                f"the checkpoint is in phase {self.phase} but `unfreeze_at`={list(self.unfreeze_at)} has only "
+                f"{len(self.unfreeze_at)} unfreeze points"
+            )
         head_param = next((p for p in group_parameters(pl_module, self.groups)[-1] if p.requires_grad), None)
         if head_param is None:
             raise ValueError(f"the head {self.groups[-1].name!r} has no trainable parameter")
