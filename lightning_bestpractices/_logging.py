@@ -93,10 +93,28 @@ def log_table(trainer: L.Trainer, key: str, columns: Sequence[str], rows: Sequen
         writer.writerows(rows)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_table(key=key, columns=list(columns), data=[[_plain(v) for v in r] for r in rows])
+            logger.log_table(key=key, columns=list(columns), data=_typed_columns(rows))
     rank_zero_info(f"{key}:\n{format_table(columns, rows)}")
     return path
 
 
 def _plain(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+
+def _typed_columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """``wandb.Table`` needs one type per column: in a numeric column, placeholders like ``"-"`` become ``None``.
+
+    Example:
+        >>> _typed_columns([["fc1", 64], ["bn1", "-"]])
+        [['fc1', 64], ['bn1', None]]
+    """
+    rows = [[_plain(v) for v in r] for r in rows]
+    for c in range(len(rows[0]) if rows else 0):
+        values = [r[c] for r in rows]
+        numeric = [isinstance(v, (int, float)) and not isinstance(v, bool) for v in values]
+        if any(numeric) and not all(numeric):
+            for r, is_num in zip(rows, numeric):
+                if not is_num:
+                    r[c] = None
+    return rows
