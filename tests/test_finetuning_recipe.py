@@ -13,25 +13,24 @@ RECIPE = ROOT / "recipes" / "transfer_digits.py"
 
 def test_transfer_digits_recipe_runs_and_reports(tmp_path):
     out = tmp_path / "out"
-    args = ["--seeds", "2", "--a-epochs", "1", "--b-epochs", "2", "--unfreeze-at", "1", "--out", str(out)]
+    args = ["--seeds", "1", "--a-epochs", "1", "--b-epochs", "2", "--unfreeze-at", "1", "--out", str(out)]
     proc = run_python([RECIPE, *args], tmp_path, timeout=600)
     assert "frozen -> gradual unfreezing" in proc.stdout and "test acc mean" in proc.stdout
 
     with (out / "results.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["seed"] for r in rows] == ["0", "1"]
+    assert [r["seed"] for r in rows] == ["0"]
     keys = ["model A (8 classes)", "scratch", "head only", "frozen -> gradual unfreezing"]
     assert list(rows[0])[1:] == keys
     assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in keys)
-    assert (
-        float(rows[0]["model A (8 classes)"]) > 0.3
-    )  # 8 classes, chance is 0.125: model A learned something
+    # model A learned something (8 classes: chance is 0.125)
+    assert float(rows[0]["model A (8 classes)"]) > 0.3
     assert (out / "transfer_digits.png").stat().st_size > 0
     assert "std" in (out / "summary.txt").read_text()
 
     [path] = find_offline_runs(out)
     run = read_offline_run(path)
-    assert run.config["seeds"] == "2"
+    assert run.config["seeds"] == "1"
     assert run.summary["transfer/summary"]["_type"] == "table-file"
     assert run.summary["transfer/accuracy"]["_type"] == "image-file"
 

@@ -325,7 +325,8 @@ class GradualUnfreezing(Callback):
         for i in self._order[event]:
             for p in params[i]:
                 p.requires_grad_(True)
-            new = [p for p in params[i] if group_index_of(opt, p) is None]
+            held = {id(p) for g in opt.param_groups for p in g["params"]}  # match by identity
+            new = [p for p in params[i] if id(p) not in held]
             if not new:
                 continue
             scale = self._lr_factor() ** (n - 1 - i)
