@@ -208,6 +208,9 @@ class MCDropoutMixin:
         seen = getattr(getattr(loader, "batch_sampler", None), "seen_batch_indices", None)
         if seen is not None and batch_idx < len(seen) and len(seen[batch_idx]) == size:
             return torch.as_tensor(seen[batch_idx], dtype=torch.long, device=device)
+        dataset = getattr(loader, "dataset", None)
+        if dataset is not None and hasattr(dataset, "__len__"):  # positions past the end are sampler padding
+            self.__dict__.setdefault("_mc_limit", {})[stage] = len(dataset)
         counters = self.__dict__.setdefault("_mc_seen", {}).setdefault(stage, {})
         start = counters.get(dataloader_idx, 0)
         counters[dataloader_idx] = start + size
@@ -228,6 +231,9 @@ class MCDropoutMixin:
         order = torch.argsort(indices, stable=True)
         keep = torch.ones_like(order, dtype=torch.bool)
         keep[1:] = indices[order][1:] != indices[order][:-1]  # padding duplicates (DistributedSampler)
+        limit = self.__dict__.get("_mc_limit", {}).pop(stage, None)
+        if limit is not None:
+            keep &= indices[order] < limit
         order = order[keep]
         outputs = [o for _, _, o in items]
         merged = {}
