@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from lightning_bestpractices.wandb_offline import find_offline_runs
 
 
