@@ -164,6 +164,7 @@ class GradualUnfreezing(Callback):
         self._steps: list[int] | None = None  # milestones as global steps (fractions only)
         self._optimizer: Optimizer | None = None
         self._head_group = 0
+        self._loaded_groups: list[str] | None = None  # group names from a checkpoint, checked at on_fit_start
 
     # --- state ------------------------------------------------------------------------------------------------
 
