@@ -32,3 +32,17 @@ def test_csv_logger_keeps_png_in_its_log_dir(tmp_path):
     fig, _ = plt.subplots()
     path = log_figure(trainer, "x", fig)
     assert path.parent == tmp_path / "lightning_logs" / "version_0" and path.is_file()
+
+
+def test_tensorboard_logger_gets_the_figure(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(tmp_path)
+    trainer = L.Trainer(logger=logger, max_epochs=1, enable_progress_bar=False)
+    fig, _ = plt.subplots()
+    path = log_figure(trainer, "boundary", fig)
+    logger.experiment.flush()
+    events = EventAccumulator(str(logger.log_dir))
+    events.Reload()
+    assert "boundary" in events.Tags()["images"] and path.is_file()
