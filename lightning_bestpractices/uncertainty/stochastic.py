@@ -62,6 +62,35 @@ def _key(*parts: Tensor | int) -> Tensor | int:
     return k
 
 
+def _mix32_(x: Tensor) -> Tensor:
+    """In-place :func:`_mix32` on int64 values in ``[0, 2**32)``."""
+    x.bitwise_xor_(x >> 16)
+    x.mul_(0x7FEB352D).bitwise_and_(_MASK32)
+    x.bitwise_xor_(x >> 15)
+    x.mul_(0x68E31DA5).bitwise_and_(_MASK32)
+    return x.bitwise_xor_(x >> 16)
+
+
+def _mix32_i32_(x: Tensor) -> Tensor:
+    """The same mixer on int32 storage (two's-complement wrap-around), with logical shifts: half the memory."""
+    x.bitwise_xor_((x >> 16) & 0xFFFF)
+    x.mul_(0x7FEB352D)
+    x.bitwise_xor_((x >> 15) & 0x1FFFF)
+    x.mul_(0x68E31DA5)
+    return x.bitwise_xor_((x >> 16) & 0xFFFF)
+
+
+def _int32_wraps() -> bool:
+    """int32 multiplication wraps on every platform we know of; check once instead of trusting it."""
+    probe = torch.arange(0, 2**32 - 1, 2**20 + 12345, dtype=torch.int64)
+    ref = _mix32_(probe.clone())
+    got = _mix32_i32_((probe - (probe >= 2**31).long() * 2**32).to(torch.int32)).long() & _MASK32
+    return bool(torch.equal(ref, got))
+
+
+_INT32_OK = _int32_wraps()
+
+
 def counter_uniform_bits(row_keys: Tensor, numel: int) -> Tensor:
     """32-bit random integers, shape ``(len(row_keys), numel)``, a pure function of ``(row key, element index)``.
 
@@ -72,9 +101,27 @@ def counter_uniform_bits(row_keys: Tensor, numel: int) -> Tensor:
         (True, False)
     """
     elem = _mix32(torch.arange(numel, device=row_keys.device, dtype=torch.int64) ^ 0x13198A2E)
-    k = row_keys.view(-1, 1)
-    h = _mix32(k ^ elem)
-    return _mix32(h ^ _mix32(k ^ 0x03707344))
+    return _mix32_(row_keys.view(-1, 1) ^ elem)
+
+
+def counter_bits16(row_keys: Tensor, numel: int) -> Tensor:
+    """16-bit random integers (int32, ``[0, 65536)``), shape ``(len(row_keys), numel)``: two per 32-bit hash.
+
+    The hot path of the seeded dropout masks: one in-place mixing round per pair of elements, in int32 when the
+    platform's int32 multiplication wraps (checked at import). Same values either way.
+    """
+    half = (numel + 1) // 2
+    elem = _mix32(torch.arange(half, device=row_keys.device, dtype=torch.int64) ^ 0x13198A2E)
+    if _INT32_OK:
+        k = row_keys.view(-1, 1)
+        k = (k - (k >= 2**31).long() * 2**32).to(torch.int32)
+        e = (elem - (elem >= 2**31).long() * 2**32).to(torch.int32)
+        h = _mix32_i32_(k ^ e)
+        pair = torch.stack([h & 0xFFFF, (h >> 16) & 0xFFFF], -1)
+    else:
+        h = _mix32_(row_keys.view(-1, 1) ^ elem)
+        pair = torch.stack([h & 0xFFFF, h >> 16], -1).to(torch.int32)
+    return pair.view(len(row_keys), 2 * half)[:, :numel]
 
 
 @dataclass
@@ -116,9 +163,10 @@ class RowRandom:
         return (self.bits(shape, per_input) >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
     def keep_mask(self, shape: Sequence[int], p: float, dtype: torch.dtype, per_input: bool = True) -> Tensor:
-        """Bernoulli(1 - p) keep mask (0/1 in ``dtype``), shape ``(rows, *shape)``."""
-        threshold = min(int(round(p * 2**32)), 2**32)
-        return (self.bits(shape, per_input) >= threshold).to(dtype)
+        """Bernoulli(1 - p) keep mask (0/1 in ``dtype``), shape ``(rows, *shape)``; ``p`` has 16-bit resolution."""
+        threshold = min(int(round(p * 65536)), 65536)
+        bits = counter_bits16(self._row_keys(per_input), math.prod(shape))
+        return (bits >= threshold).to(dtype).view(self.rows, *shape)
 
     def check_rows(self, x: Tensor, module: nn.Module) -> None:
         if x.dim() == 0 or x.shape[0] != self.rows:
@@ -144,7 +192,7 @@ def _dropout(module: nn.Module, x: Tensor, rng: RowRandom, channel: bool = False
     if p == 1.0:
         return x * 0.0
     keep = rng.keep_mask(_channel_shape(x) if channel else x.shape[1:], p, x.dtype)
-    return x * keep * (1.0 / (1.0 - p))
+    return x * keep.mul_(1.0 / (1.0 - p))
 
 
 def _alpha_dropout(module: nn.Module, x: Tensor, rng: RowRandom, channel: bool = False) -> Tensor:
