@@ -51,6 +51,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.01, help="SGD lr: plain SGD shows vanishing signal honestly")
     p.add_argument("--seed", type=int, default=0, help="one seed for model, probe batch and data split")
     p.add_argument(
+        "--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES), help="inits to compare"
+    )
+    p.add_argument(
         "--threads", type=int, default=1, help="intra-op threads: small matmuls gain nothing from more"
     )
     p.add_argument("--out", type=Path, default=Path("runs/depth_diagnostics"), help="plot and CSV go here")
@@ -63,7 +66,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     stats, rows = {}, []
-    for scheme in SCHEMES:
+    for scheme in args.schemes:
         torch.manual_seed(args.seed)
         x = torch.randn(args.batch, args.width)
         model = build(args, args.width, 10)
@@ -85,8 +88,8 @@ def main() -> None:
     table = [[r.get(c, "") for c in columns] for r in rows]
     print(f"\n{args.depth}-layer ReLU MLP, width {args.width}, probe batch {args.batch} ~ N(0, 1):")
     print(format_table(columns, table))
-    for scheme, what in SCHEMES.items():
-        print(f"  {scheme:8s} {what}")
+    for scheme in args.schemes:
+        print(f"  {scheme:8s} {SCHEMES[scheme]}")
     with (args.out / "depth_diagnostics.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows([columns, *table])
     fig = plot_depth(stats, title=f"{args.depth}-layer ReLU MLP, width {args.width}")
