@@ -285,9 +285,17 @@ def test_regression_and_binary():
     torch.testing.assert_close(b.log_likelihood.exp(), b.mean_probs, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "cls", sorted(stochastic_registry(), key=lambda c: c.__name__), ids=lambda c: c.__name__
+BUILT_IN = sorted(
+    (c for c in stochastic_registry() if c.__module__.startswith(("torch.", "torchvision."))), key=str
 )
+
+
+def test_registry_lists_the_whole_dropout_family():
+    expected = {nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout}
+    assert expected | {StochasticDepth} == set(BUILT_IN)
+
+
+@pytest.mark.parametrize("cls", BUILT_IN, ids=lambda c: c.__name__)
 def test_registry_seeded_forwards_match_torch_statistics(cls):
     """Each built-in seeded forward keeps the expectation torch's own gives (and alpha-dropout keeps the variance)."""
     if cls is StochasticDepth:
