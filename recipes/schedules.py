@@ -81,9 +81,12 @@ def compare(argv: list[str] | None = None) -> list[list]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--out", type=Path, default=Path("runs/schedules"))
+    parser.add_argument("--lr-find", action="store_true", help="only run the LR range test for the peak LR")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.lr_find:
+        return find_peak_lr(args.out)
     rows, first = [], {}
     for name in args.schedules:
         hists = [run(SCHEDULES[name], s, args.epochs) for s in args.seeds]
@@ -100,6 +103,23 @@ def compare(argv: list[str] | None = None) -> list[list]:
     with (args.out / "schedules.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows([columns, *rows])
     _plot(first, args.out / "schedules.png")
+    return rows
+
+
+def find_peak_lr(out: Path) -> list[list]:
+    """The LR range test that picked the peak LR: momentum SGD on digits, 1e-4 .. 3, 150 steps."""
+    from lightning_bestpractices.optim import lr_find
+
+    L.seed_everything(0, verbose=False)
+    model = OptimClassifier(MLP(64, [128], 10, dropout=0.0, norm="none"), num_classes=10,
+                            optim={"optimizer": "momentum", "lr": LR, "weight_decay": 5e-4})  # fmt: skip
+    result = lr_find(model, datamodule=DigitsDataModule(batch_size=64, seed=0), min_lr=1e-4, max_lr=3.0,
+                     num_steps=150, trainer_kwargs={"default_root_dir": str(out), "enable_progress_bar": False})  # fmt: skip
+    rows = [[rule, f"{lr:.3g}"] for rule, lr in result.suggestions.items()]
+    print(format_table(["rule", "suggested LR"], rows))
+    print(
+        f"steps run: {len(result.losses)} (stopped early on divergence if < 150); plot: {out / 'lr_find.png'}"
+    )
     return rows
 
 

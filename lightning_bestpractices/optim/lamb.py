@@ -87,31 +87,41 @@ class Lamb(Optimizer):
                     state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
                 grads.append(p.grad)
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
             steps = [self.state[p]["step"] for p in params]  # per tensor: params may join a group later
+            torch._foreach_add_(steps, 1.0)
             torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
             torch._foreach_mul_(exp_avg_sqs, beta2)
             torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-            bias1 = [1 - torch.pow(beta1, s) for s in steps]
-            bias2 = [1 - torch.pow(beta2, s) for s in steps]
-            m_hat = torch._foreach_div(exp_avgs, bias1)
-            denom = torch._foreach_div(exp_avg_sqs, bias2)
-            torch._foreach_sqrt_(denom)
-            torch._foreach_add_(denom, group["eps"])
-            update = torch._foreach_div(m_hat, denom)
+            bias1 = torch._foreach_pow(beta1, steps)  # beta ** t, then 1 - beta ** t
+            bias2 = torch._foreach_pow(beta2, steps)
+            for b in (bias1, bias2):
+                torch._foreach_neg_(b)
+                torch._foreach_add_(b, 1.0)
+            update = torch._foreach_div(exp_avg_sqs, bias2)
+            torch._foreach_sqrt_(update)
+            torch._foreach_add_(update, group["eps"])
+            torch._foreach_mul_(update, bias1)
+            update = torch._foreach_div(exp_avgs, update)  # m_hat / (sqrt(v_hat) + eps)
             if group["weight_decay"] != 0:
                 torch._foreach_add_(update, params, alpha=group["weight_decay"])
+            # trust ratios of all tensors at once, as one tensor per device (no host sync)
+            by_device: dict[torch.device, list[int]] = {}
+            for i, p in enumerate(params):
+                by_device.setdefault(p.device, []).append(i)
             p_norm = torch._foreach_norm(params)
             u_norm = torch._foreach_norm(update)
-            scale = []
-            for pn, un in zip(p_norm, u_norm):
+            scale: list[torch.Tensor] = [None] * len(params)  # type: ignore[list-item]
+            for idx in by_device.values():
+                pn = torch.stack([p_norm[i] for i in idx]).float()
+                un = torch.stack([u_norm[i] for i in idx]).float()
                 trust = torch.where((pn > 0) & (un > 0), pn / un.clamp_min(torch.finfo(un.dtype).tiny), 1.0)
                 if group["trust_clip"] is not None:
                     trust = trust.clamp(max=group["trust_clip"])
-                scale.append(trust * -group["lr"])
+                for i, t in zip(idx, (trust * -group["lr"]).unbind()):
+                    scale[i] = t
             torch._foreach_mul_(update, scale)
             torch._foreach_add_(params, update)
         return loss
