@@ -142,7 +142,9 @@ def _log_probs(out: Tensor, task: Task, n: int, batch: int) -> Tensor:
 
 
 def uncertainty_measures(log_probs: Tensor, targets: Tensor | None = None) -> MCOutput:
-    """Reference measures from stacked per-sample log-probabilities ``(N, B, C)`` (not streamed).
+    """Reference measures from stacked per-sample log-probabilities (or logits) ``(N, B, C)`` (not streamed).
+
+    Each sample is turned into probabilities first; only probabilities are averaged.
 
     Example:
         >>> lp = torch.log(torch.tensor([[[0.9, 0.1]], [[0.1, 0.9]]]))  # two samples that disagree
@@ -153,7 +155,7 @@ def uncertainty_measures(log_probs: Tensor, targets: Tensor | None = None) -> MC
     if log_probs.dim() != 3:
         raise ValueError(f"`log_probs` must have shape (N, B, C), got {tuple(log_probs.shape)}")
     acc = _ClassificationAccumulator(targets)
-    acc.update(log_probs.float())
+    acc.update(log_probs.float().log_softmax(-1))  # idempotent on log-probs; normalises logits
     return acc.result(binary=False)
 
 
