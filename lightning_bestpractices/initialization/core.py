@@ -23,6 +23,7 @@ from .._logging import format_table
 from ..normalization import FrozenBatchNorm, is_norm
 from ..normalization._trace import Trace, trace_model
 from .activations import Activation, find_activations_by_order, find_activations_traced, gain
+from .residual import zero_residual_norms
 
 __all__ = ["init_weights", "InitReport", "LayerInit", "SCHEMES", "WEIGHT_LAYERS"]
 
@@ -33,12 +34,6 @@ WEIGHT_LAYERS: tuple[type, ...] = (
     nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
     nn.ConvTranspose3d,
 )  # fmt: skip
-_ADDS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
-_MIXING = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
-           "matmul", "bmm", "mm", "addmm", "einsum", "bilinear"}  # fmt: skip
-_BRANCH_PASS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "view", "reshape", "flatten",
-                "contiguous", "clone", "mul", "__mul__", "__rmul__", "stochastic_depth", "permute", "transpose"}  # fmt: skip
-
 Override = str | Callable[[nn.Module], Any]
 
 
@@ -291,7 +286,7 @@ def init_weights(
             report.layers.extend(_init_module(name, mod, chosen, acts.get(id(mod), Activation("none")), cfg))
         if zero_init_residual:
             assert trace is not None
-            for norm_name in _zero_residual_norms(module, trace):
+            for norm_name in zero_residual_norms(module, trace):
                 row = report[norm_name]
                 module.get_submodule(norm_name).weight.zero_()
                 row.scheme = "zeros (residual)"
@@ -381,49 +376,3 @@ def _init_module(name: str, mod: nn.Module, chosen: Override, act: Activation, c
             mod.reset_running_stats()
         return [LayerInit(name, kind, "-", "ones/zeros", "-", "-", "-")]
     return [LayerInit(name, kind, "-", "keep (unknown type)", "-", "-", "-")]
-
-
-def _zero_residual_norms(module: nn.Module, trace: Trace) -> list[str]:
-    """Qualified names of the last norm layer in each residual branch found in ``trace``."""
-    names = {id(m): n for n, m in module.named_modules()}
-    norm_out = {}
-    for call in trace.calls:
-        if is_norm(call.module) and getattr(call.module, "weight", None) is not None:
-            for n in call.outputs:
-                norm_out[n] = call.module
-    params = {id(p) for p in module.parameters()} | {id(b) for b in module.buffers()}
-
-    def upstream(node) -> set[int]:
-        seen: set[int] = set()
-        todo = [node]
-        while todo:
-            i = trace.producer.get(todo.pop())
-            if i is None or i in seen:
-                continue
-            seen.add(i)
-            todo.extend(trace.ops[i].inputs)
-        return seen
-
-    found: list[str] = []
-    for op in trace.ops:
-        ins = [n for n in op.inputs if n[0] not in params]
-        if op.name not in _ADDS or len(ins) != 2:
-            continue
-        ups = [upstream(n) for n in ins]
-        depth = [sum(trace.ops[i].name in _MIXING for i in ups[k] - ups[1 - k]) for k in (0, 1)]
-        if depth[0] == depth[1]:
-            continue
-        cur = ins[0] if depth[0] > depth[1] else ins[1]
-        while cur not in norm_out:
-            i = trace.producer.get(cur)
-            if i is None or trace.ops[i].name not in _BRANCH_PASS:
-                break
-            data_in = [n for n in trace.ops[i].inputs if n[0] not in params]
-            if len(data_in) != 1:
-                break
-            cur = data_in[0]
-        if cur in norm_out:
-            name = names[id(norm_out[cur])]
-            if name not in found:
-                found.append(name)
-    return found
