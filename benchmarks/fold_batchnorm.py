@@ -5,8 +5,9 @@
 
 For each model and batch size three versions of the same eval-mode network are timed interleaved (round-robin, so
 the noise of a shared machine hits all alike; ``--iters`` forwards per round under ``torch.inference_mode``). The
-table reports the best round of each version (the least-disturbed measurement, as ``timeit`` recommends) and the
-ratios of those, plus the median ``ours/unfolded`` over rounds as a check of the noise. By default the clock is
+table reports each version's median time and, for each ratio, the median over rounds of the per-round ratio (the
+two versions were timed seconds apart, so slow drifts of the machine's load cancel) with its p25-p75 range as a
+visible measure of the noise. By default the clock is
 the CPU time of the (single) computing thread, ``time.thread_time``: on a shared machine wall time mostly measures
 how long the process waited for a core; ``--clock wall --threads N`` measures wall time instead:
 
@@ -89,6 +90,15 @@ def time_once(model: nn.Module, x: torch.Tensor, iters: int, clock=time.perf_cou
     return (clock() - start) / iters * 1e3
 
 
+def ratio(times: dict[str, list[float]], a: str, b: str) -> str:
+    """Median over rounds of the per-round ratio ``a / b`` (timed seconds apart), with its p25-p75 range."""
+    if a not in times or b not in times:
+        return "n/a"
+    r = sorted(x / y for x, y in zip(times[a], times[b]))
+    q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0], r[0], r[0]]
+    return f"{q[1]:.3f} ({q[0]:.2f}-{q[2]:.2f})"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -143,23 +153,22 @@ def main() -> None:
                 random.shuffle(order)
                 for k in order:
                     times[k].append(time_once(versions[k], x, iters, clock))
-        med = {k: min(v) for k, v in times.items()}
-        per_round = statistics.median(o / u for o, u in zip(times["ours"], times["unfolded"]))
-        fx_ms = med.get("fx")
+        med = {k: statistics.median(v) for k, v in times.items()}
+
         rows.append(
             [
                 name, f"{batch}x{'x'.join(map(str, shape))}", f"{len(report.folded)}/{len(report.folded) + len(report.skipped)}",
-                med["unfolded"], med["ours"], fx_ms if fx_ms is not None else "n/a",
-                med["ours"] / med["unfolded"], fx_ms / med["unfolded"] if fx_ms else "n/a",
-                med["ours"] / fx_ms if fx_ms else fx_note, per_round, max(diff.values()),
+                med["unfolded"], med["ours"], med.get("fx", "n/a"), ratio(times, "ours", "unfolded"),
+                ratio(times, "fx", "unfolded"), ratio(times, "ours", "fx") if "fx" in times else fx_note, max(diff.values()),
             ]
         )  # fmt: skip
     columns = [
         "model", "input", "BN folded", "unfolded ms", "ours ms", "fx ms", "ours/unfolded", "fx/unfolded",
-        "ours/fx", "ours/unfolded (median of rounds)", "max |diff|",
+        "ours/fx", "max |diff|",
     ]  # fmt: skip
     print(
-        f"\neval latency (ms per forward), best of {args.rounds} interleaved rounds, {args.threads} thread(s):"
+        f"\neval latency: ms per forward ({args.clock} clock, median of {args.rounds} interleaved rounds, "
+        f"{args.threads} thread(s)); ratios: median of per-round ratios (p25-p75)"
     )
     print(format_table(columns, rows))
 
