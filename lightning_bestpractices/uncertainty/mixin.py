@@ -130,7 +130,7 @@ class MCDropoutMixin:
             memory_budget=self.mc_memory_budget,
         )
         store = self.__dict__.setdefault("_mc_store", {}).setdefault(stage, [])
-        store.append((indices.cpu(), None if y is None else y.cpu(), _to_cpu(out)))
+        store.append((indices, y, out))  # stays on the device: no host sync per step; moved at epoch end
         return out
 
     def predict_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
@@ -218,7 +218,10 @@ class MCDropoutMixin:
         return trainer.global_rank + trainer.world_size * pos
 
     def _mc_finish(self, stage: str) -> None:
-        local = self.__dict__.get("_mc_store", {}).get(stage, [])
+        local = [
+            (i.cpu(), None if y is None else y.cpu(), _to_cpu(o))
+            for i, y, o in self.__dict__.get("_mc_store", {}).get(stage, [])
+        ]
         gathered = [local]
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             gathered = [None] * dist.get_world_size()
