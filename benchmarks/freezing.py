@@ -1,6 +1,6 @@
 """Freezing must save compute: training-step time with the backbone frozen vs fully trainable (CPU).
 
-    python benchmarks/freezing.py                       # SmallCNN and torchvision resnet18, ~2-3 min on 2 busy cores
+    python benchmarks/freezing.py                       # SmallCNN and resnet18; minutes on a busy 2-core CPU
     python benchmarks/freezing.py --models resnet18 --steps 30 --threads 2
 
 Three variants of the same model, timed interleaved (round-robin, median of ``--steps`` steps each) so that the noise
