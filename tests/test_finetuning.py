@@ -393,6 +393,12 @@ def test_resume_mid_phase_equals_uninterrupted(tmp_path, stop_epoch, preset):
     assert [g["lr"] for g in o1.param_groups] == [g["lr"] for g in o2.param_groups]
     for p, q in zip(full.parameters(), resumed.parameters()):
         assert all(torch.equal(o1.state[p][k], o2.state[q][k]) for k in o1.state[p])
+    if stop_epoch == 1:  # resuming a phase-2 checkpoint with a schedule of one unfreeze point: a clear error
+        trainer3 = L.Trainer(max_epochs=5, callbacks=[GradualUnfreezing(unfreeze_at=[1])], **QUIET)
+        with pytest.raises(
+            ValueError, match=r"the checkpoint is in phase 2 but `unfreeze_at`=\[1\] has only 1"
+        ):
+            trainer3.fit(Body(optimizer="adamw"), _data(), ckpt_path=str(tmp_path / "full" / "epoch=3.ckpt"))
 
 
 def test_bf16_mixed_end_to_end():

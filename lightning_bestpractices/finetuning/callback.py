@@ -168,12 +168,8 @@ class GradualUnfreezing(Callback):
 
     # --- state ------------------------------------------------------------------------------------------------
 
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(
-            unfreeze_at=self.unfreeze_at, groups_per_unfreeze=self.groups_per_unfreeze
-        )
-
+    # state_key stays the class name, so a resumed run always finds its phase and a changed schedule is reported
+    # clearly (see on_fit_start) instead of failing inside the optimizer's load_state_dict
     def state_dict(self) -> dict[str, Any]:
         return {"phase": self.phase, "groups": [g.name for g in self.groups]}
 
