@@ -13,6 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# One intra-op thread per test process: the suite runs as `pytest -n 2` on 2 cores, and tiny models gain nothing
+# from more threads, while spinning OpenMP threads on an oversubscribed machine make every op many times slower.
+# Launched scripts get the same through OMP_NUM_THREADS in `subprocess_env`.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
