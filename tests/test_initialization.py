@@ -300,7 +300,9 @@ def test_lsuv_bad_input():
     with pytest.raises(ValueError, match="`tol`"):
         lsuv_init(net, torch.randn(8, 16), tol=2.0)
     assert all(not m._forward_hooks for m in net.modules())
-    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # errors leave the model as it was
+    assert all(
+        torch.equal(v, before[k]) for k, v in net.state_dict().items()
+    )  # errors leave the model as it was
 
 
 # ------------------------------------------------------------------------------------------------ WeightInit
@@ -308,11 +310,14 @@ class _Net(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.a = nn.Linear(6, 32)
+        self.bn = nn.BatchNorm1d(
+            32
+        )  # its report row has empty (None) numeric cells: W&B tables must accept it
         self.b = nn.Linear(32, 1)
         self.example_input_array = torch.randn(4, 6)
 
     def forward(self, x):
-        return self.b(F.silu(self.a(x)))
+        return self.b(F.silu(self.bn(self.a(x))))
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -355,8 +360,10 @@ def test_weight_init_runs_once_logs_to_wandb_and_survives_resume(tmp_path, monke
     assert data["columns"][:4] == ["layer", "type", "activation", "scheme"]
     assert [r[:4] for r in data["data"]] == [
         ["a", "Linear", "silu", "kaiming"],
+        ["bn", "BatchNorm1d", "-", "ones/zeros"],
         ["b", "Linear", "none", "xavier"],
     ]
+    assert data["data"][0][4:6] == [6, 32] and data["data"][1][4:] == [None, None, None]
 
     # a second fit with the same callback does not re-initialize the trained weights
     weights = {k: v.clone() for k, v in model.state_dict().items()}

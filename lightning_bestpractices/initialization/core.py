@@ -45,9 +45,11 @@ class LayerInit:
     kind: str
     activation: str
     scheme: str
-    fan_in: int | str
-    fan_out: int | str
-    weight_std: float | str
+    fan_in: (
+        int | None
+    )  # None where it does not apply (norms, kept layers): W&B tables need one type per column
+    fan_out: int | None
+    weight_std: float | None
 
     def row(self) -> list:
         return [
@@ -94,7 +96,8 @@ class InitReport:
         return iter(self.layers)
 
     def __str__(self) -> str:
-        return f"init_weights ({self.method}):\n" + format_table(self.columns, self.rows)
+        rows = [["-" if v is None else v for v in row] for row in self.rows]
+        return f"init_weights ({self.method}):\n" + format_table(self.columns, rows)
 
 
 def _fans(w: torch.Tensor) -> tuple[int, int]:
@@ -317,12 +320,12 @@ def _init_module(name: str, mod: nn.Module, chosen: Override, act: Activation, c
     if callable(chosen) and not isinstance(chosen, str):
         chosen(mod)
         w = getattr(mod, "weight", None)
-        std = _std(w) if isinstance(w, torch.Tensor) else "-"
+        std = _std(w) if isinstance(w, torch.Tensor) else None
         return [
-            LayerInit(name, kind, str(act), f"custom: {getattr(chosen, '__name__', 'fn')}", "-", "-", std)
+            LayerInit(name, kind, str(act), f"custom: {getattr(chosen, '__name__', 'fn')}", None, None, std)
         ]
     if chosen == "keep":
-        return [LayerInit(name, kind, str(act), "keep", "-", "-", "-")]
+        return [LayerInit(name, kind, str(act), "keep", None, None, None)]
 
     if isinstance(mod, WEIGHT_LAYERS):
         s = _auto_scheme(act) if chosen == "auto" else chosen
@@ -336,7 +339,7 @@ def _init_module(name: str, mod: nn.Module, chosen: Override, act: Activation, c
         _apply(mod.weight, s, Activation("none"), cfg)
         if getattr(mod, "padding_idx", None) is not None:
             mod.weight[mod.padding_idx].zero_()
-        return [LayerInit(name, kind, "-", s, "-", mod.weight.shape[1], _std(mod.weight))]
+        return [LayerInit(name, kind, "-", s, None, mod.weight.shape[1], _std(mod.weight))]
     if isinstance(mod, nn.RNNBase):
         rows = []
         gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
@@ -369,10 +372,10 @@ def _init_module(name: str, mod: nn.Module, chosen: Override, act: Activation, c
         return rows
     if is_norm(mod):
         if isinstance(mod, FrozenBatchNorm):
-            return [LayerInit(name, kind, "-", "keep (frozen)", "-", "-", "-")]
+            return [LayerInit(name, kind, "-", "keep (frozen)", None, None, None)]
         for pname, p in mod.named_parameters(recurse=False):
             (p.zero_() if pname == "bias" else p.fill_(1.0))
         if isinstance(mod, _BatchNorm) and mod.track_running_stats:
             mod.reset_running_stats()
-        return [LayerInit(name, kind, "-", "ones/zeros", "-", "-", "-")]
-    return [LayerInit(name, kind, "-", "keep (unknown type)", "-", "-", "-")]
+        return [LayerInit(name, kind, "-", "ones/zeros", None, None, None)]
+    return [LayerInit(name, kind, "-", "keep (unknown type)", None, None, None)]
