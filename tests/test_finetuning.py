@@ -11,6 +11,8 @@ import lightning as L
 import pytest
 import torch
 import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.optim import lr_scheduler as S
@@ -102,6 +104,30 @@ def test_add_param_group_follows_schedule(name, join):
         sched.step(PLATEAU_METRIC[t]) if isinstance(sched, S.ReduceLROnPlateau) else sched.step()
     if name == "OneCycleLR":  # momentum is cycled for the new group too
         assert opt.param_groups[1]["momentum"] == opt.param_groups[0]["momentum"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(sorted(SCHEDULERS)),
+    join=st.integers(0, TOTAL - 1),
+    scale=st.floats(1e-3, 10.0),
+    like_second=st.booleans(),
+)
+def test_add_param_group_property(name, join, scale, like_second):
+    """Any scheduler, any join step, any scale, cloning either of two groups: the schedule-from-the-start LRs."""
+    make = SCHEDULERS[name]
+    base = [0.5, 0.2]
+    ref = _reference_lrs(make, [*base, base[like_second] * scale], TOTAL)
+    params = [nn.Parameter(torch.zeros(1)) for _ in range(3)]
+    opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, base)], momentum=0.9)
+    sched = make(opt)
+    for t in range(TOTAL):
+        if t == join:
+            add_param_group(opt, [params[2]], like=int(like_second), lr_scale=scale, schedulers=[sched])
+        if t >= join:
+            assert opt.param_groups[2]["lr"] == pytest.approx(ref[t][2], rel=1e-9, abs=1e-15), f"step {t}"
+        opt.step()
+        sched.step(PLATEAU_METRIC[t]) if isinstance(sched, S.ReduceLROnPlateau) else sched.step()
 
 
 OUR_SPECS = {  # lightning_bestpractices.optim schedules (torch LRScheduler objects with per-group state)
