@@ -40,6 +40,7 @@ __all__ += [
 ]
 
 # --- initialization / normalization (issue 3) -----------------------------------------------------------
+from .diagnostics import DepthDiagnostics, DepthStats, depth_statistics, plot_depth  # noqa: E402
 from .initialization import (  # noqa: E402
     InitReport,
     LSUVReport,
@@ -64,6 +65,10 @@ from .normalization import (  # noqa: E402
 )
 
 __all__ += [
+    "DepthDiagnostics",
+    "DepthStats",
+    "depth_statistics",
+    "plot_depth",
     "InitReport",
     "LSUVReport",
     "WeightInit",
