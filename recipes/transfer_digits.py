@@ -100,18 +100,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --- models ------------------------------------------------------------------------------------------------------
 
 
+class GrayToRGB(nn.Module):
+    """Repeat a 1-channel image to 3 channels, for RGB-pretrained backbones on digits (no parameters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def _rgb(args: argparse.Namespace, net: nn.Module) -> nn.Module:
+    # FashionMNIST is converted to RGB by the data module; the in-memory digits are converted here
+    return nn.Sequential(GrayToRGB(), net) if args.dataset == "digits" else net
+
+
 def make_net(args: argparse.Namespace, out_features: int) -> nn.Module:
     if args.backbone == "mlp":  # the seed's model: Flatten, 3 x (Dense 100, ReLU), output layer
         return nn.Sequential(nn.Flatten(), MLP(64 if args.dataset == "digits" else 784, [100, 100, 100],
                                                out_features, dropout=0.0, norm="none"))  # fmt: skip
-    channels = 3 if args.backbone == "resnet18" and args.weights else 1  # pretrained: RGB-converted input
     if args.backbone == "cnn":
-        return SmallCNN(in_channels=channels, num_classes=out_features, channels=(32, 64), dropout=0.0)
+        return SmallCNN(in_channels=1, num_classes=out_features, channels=(32, 64), dropout=0.0)
     import torchvision
 
     net = torchvision.models.resnet18(weights=None, num_classes=out_features)
-    net.conv1 = nn.Conv2d(channels, 64, 7, 2, 3, bias=False) if args.weights is None else net.conv1
-    return net
+    if args.weights is None:  # trained here as model A: grayscale input
+        net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+        return net
+    return _rgb(args, net)  # same input as the pretrained model A
 
 
 def load_pretrained_resnet(args: argparse.Namespace) -> nn.Module:
@@ -119,10 +132,11 @@ def load_pretrained_resnet(args: argparse.Namespace) -> nn.Module:
     import torchvision
 
     if args.weights == "DEFAULT":
-        return torchvision.models.resnet18(weights=torchvision.models.ResNet18_Weights.DEFAULT)
-    net = torchvision.models.resnet18(weights=None)
-    net.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
-    return net
+        net = torchvision.models.resnet18(weights=torchvision.models.ResNet18_Weights.DEFAULT)
+    else:
+        net = torchvision.models.resnet18(weights=None)
+        net.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    return _rgb(args, net)
 
 
 def replace_head(net: nn.Module, out_features: int) -> nn.Module:

@@ -35,14 +35,33 @@ def test_transfer_digits_recipe_runs_and_reports(tmp_path):
     assert run.summary["transfer/accuracy"]["_type"] == "image-file"
 
 
-def test_transfer_digits_recipe_bad_input(capsys):
+def _recipe():
     import importlib.util
-
-    import pytest
 
     spec = importlib.util.spec_from_file_location("transfer_digits", RECIPE)
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
+    return recipe
+
+
+def test_transfer_digits_recipe_torchvision_backbone_with_user_weights(tmp_path):
+    """The resnet18 path with a user-supplied state-dict file (no download): model A is the loaded network."""
+    import torch
+    import torchvision
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    argv = ["--backbone", "resnet18", "--weights", str(weights), "--seeds", "1", "--b-epochs", "2",
+            "--unfreeze-at", "1", "--wandb-mode", "disabled", "--out", str(tmp_path / "out")]  # fmt: skip
+    [result] = _recipe().main(argv)
+    assert list(result) == ["scratch", "head only", "frozen -> gradual unfreezing"]  # no model A training
+    assert all(0.0 <= acc <= 1.0 for acc in result.values())
+
+
+def test_transfer_digits_recipe_bad_input(capsys):
+    import pytest
+
+    recipe = _recipe()
     for argv, message in [
         (["--held-out", "3", "3"], "--held-out must be two different classes, got [3, 3]"),
         (["--unfreeze-at", "4", "25"], "--unfreeze-at epochs must be < --b-epochs=20, got [4, 25]"),
