@@ -53,7 +53,7 @@ class History(Callback):
         self.loss: list[float] = []
         self.acc: list[float] = []
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:  # after the epoch-end metrics are computed
         if trainer.sanity_checking:
             return
         m = trainer.callback_metrics

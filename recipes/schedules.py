@@ -57,7 +57,7 @@ class History(Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         self.lrs.append(optimizer.param_groups[0]["lr"])
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:  # after the epoch-end metrics are computed
         if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
             self.acc.append(float(trainer.callback_metrics["val/acc"]))
             self.loss.append(float(trainer.callback_metrics["val/loss"]))
