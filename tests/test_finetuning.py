@@ -347,11 +347,14 @@ def test_every_scheduler_across_an_unfreeze(name):
                 assert lrs[group] == pytest.approx(ref[step][i], rel=1e-9), (group, step)
 
 
-@pytest.mark.parametrize("train_bn_affine", [False, True])
-def test_frozen_phase_batchnorm_buffers_and_no_grads(train_bn_affine):
+@pytest.mark.parametrize(
+    ("train_bn_affine", "freeze_bn_stats"), [(False, False), (True, False), (False, True)]
+)
+def test_frozen_phase_batchnorm_buffers_and_no_grads(train_bn_affine, freeze_bn_stats):
     """Frozen BN keeps its buffers (and is a FrozenBatchNorm) while frozen; frozen params get no gradient.
 
     With ``train_bn_affine=True`` the frozen BN's weight/bias train from the start; its statistics stay frozen.
+    With ``freeze_bn_stats=True`` the statistics stay frozen after the unfreeze too, while weight/bias train.
     """
     L.seed_everything(0)
     model = Body()
@@ -367,7 +370,12 @@ def test_frozen_phase_batchnorm_buffers_and_no_grads(train_bn_affine):
             )
 
     rec = LRRecorder()
-    cb = GradualUnfreezing(unfreeze_at=[2], groups_per_unfreeze=-1, train_bn_affine=train_bn_affine)
+    cb = GradualUnfreezing(
+        unfreeze_at=[2],
+        groups_per_unfreeze=-1,
+        train_bn_affine=train_bn_affine,
+        freeze_bn_stats=freeze_bn_stats,
+    )
     trainer = L.Trainer(max_epochs=3, callbacks=[cb, rec, Probe()], **QUIET)
     trainer.fit(model, _data())
     for epoch in (0, 1):
@@ -377,7 +385,11 @@ def test_frozen_phase_batchnorm_buffers_and_no_grads(train_bn_affine):
         assert all(torch.equal(state[k], before[k]) for k in buffers), epoch
         assert torch.equal(state["weight"], before["weight"]) != train_bn_affine, epoch
     kind, state = seen[2]
-    assert kind == "BatchNorm1d" and not torch.equal(state["running_mean"], before["running_mean"])
+    if freeze_bn_stats:
+        assert kind == "FrozenBatchNorm" and torch.equal(state["running_mean"], before["running_mean"])
+        assert not torch.equal(state["weight"], before["weight"])
+    else:
+        assert kind == "BatchNorm1d" and not torch.equal(state["running_mean"], before["running_mean"])
     assert not any(rec.frozen_grads)
     assert all(p.requires_grad for p in model.parameters())
 

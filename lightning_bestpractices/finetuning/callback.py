@@ -95,6 +95,9 @@ class GradualUnfreezing(Callback):
             e.g. 0.1 to "reduce the LR when unfreezing"; 1 keeps it).
         train_bn_affine: whether BatchNorm ``weight``/``bias`` in frozen groups keep training (their statistics
             stay frozen either way).
+        freeze_bn_stats: keep BatchNorm running statistics frozen also after a group is unfrozen (its
+            ``weight``/``bias`` train). Worth it with small batches, whose statistics are noisy; by default an
+            unfrozen group's BatchNorm goes back to batch statistics and updates its running estimates.
         weight_decay: if given, each new group is split into ``name`` (this weight decay) and ``name.no_decay``
             (0 for norm and bias parameters, as :func:`~lightning_bestpractices.normalization.param_groups`);
             ``None`` copies the head group's weight decay.
@@ -128,6 +131,7 @@ class GradualUnfreezing(Callback):
         lr_factor: float = 0.5,
         lr_reduction: float = 1.0,
         train_bn_affine: bool = False,
+        freeze_bn_stats: bool = False,
         weight_decay: float | None = None,
     ) -> None:
         self.unfreeze_at = _check_milestones(unfreeze_at)
@@ -158,6 +162,7 @@ class GradualUnfreezing(Callback):
         self.groups_spec = groups
         self.head = head
         self.train_bn_affine = bool(train_bn_affine)
+        self.freeze_bn_stats = bool(freeze_bn_stats)
         self.phase = 0  # unfreeze events applied so far
         self.groups: list[LayerGroup] = []
         self._order: list[list[int]] = []  # group indices unfrozen at each event
@@ -315,7 +320,8 @@ class GradualUnfreezing(Callback):
             for i in range(len(opt.param_groups)):
                 scale_group_lr(opt, i, self.lr_reduction, schedulers=schedulers)
         for i in self._order[event]:
-            unfreeze_group(pl_module, self.groups[i])
+            if not self.freeze_bn_stats:
+                unfreeze_group(pl_module, self.groups[i])
         params = group_parameters(pl_module, self.groups)
         no_decay = no_decay_parameters(pl_module) if self.weight_decay is not None else set()
         names = []

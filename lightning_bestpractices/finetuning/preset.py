@@ -36,7 +36,7 @@ class FineTune(GradualUnfreezing):
         unfreeze_lr_scale: the head's phase-2 peak LR is ``lr * unfreeze_lr_scale`` (fastai halves it).
         pct_start / freeze_pct_start: ``OneCycleLR`` warm-up fraction of phase 2 / phase 1.
         div_factor / final_div_factor: ``OneCycleLR``'s start and end divisors.
-        groups / head / train_bn_affine / weight_decay: as in :class:`GradualUnfreezing`.
+        groups / head / train_bn_affine / freeze_bn_stats / weight_decay: as in :class:`GradualUnfreezing`.
 
     Example:
         >>> cb = FineTune(lr=1e-3, freeze_epochs=1, lr_mult=100)
@@ -58,6 +58,7 @@ class FineTune(GradualUnfreezing):
         groups: list[GroupSpec] | None = None,
         head: GroupSpec | None = None,
         train_bn_affine: bool = False,
+        freeze_bn_stats: bool = False,
         weight_decay: float | None = None,
     ) -> None:
         if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 1:
@@ -68,6 +69,7 @@ class FineTune(GradualUnfreezing):
             groups=groups,
             head=head,
             train_bn_affine=train_bn_affine,
+            freeze_bn_stats=freeze_bn_stats,
             weight_decay=weight_decay,
         )
         self.lr = _check_positive("lr", lr)
