@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--lr-reduction", type=float, default=0.5, help="'reduce the LR when unfreezing' (the seed)"
     )
+    p.add_argument("--freeze-bn-stats", action="store_true",
+                   help="keep BatchNorm statistics frozen after unfreezing (5-image batches give noisy ones)")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch threads per process: tiny models run fastest on 1")
     p.add_argument("--devices", type=int, default=1, help="CPU processes")
     p.add_argument("--strategy", default="auto", help="auto or ddp")
@@ -220,7 +222,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, float]:
 
     L.seed_everything(seed + 2, verbose=False)  # the same new head as "head only"
     unfreeze = GradualUnfreezing(unfreeze_at=args.unfreeze_at, lr_factor=args.lr_factor,
-                                 lr_reduction=args.lr_reduction)  # fmt: skip
+                                 lr_reduction=args.lr_reduction, freeze_bn_stats=args.freeze_bn_stats)  # fmt: skip
     result[VARIANTS[2]] = fit_and_test(
         args, replace_head(model_a, 1), data, 2, args.b_epochs, args.b_lr, [unfreeze]
     )
