@@ -415,6 +415,8 @@ def test_weight_init_bad_arguments():
         WeightInit(seed="1")
     with pytest.raises(ValueError, match="`distribution`"):
         WeightInit(distribution="gauss")
+    with pytest.raises(ValueError, match="`overrides` value for 'head' must be one of"):
+        WeightInit(overrides={"head": "he"})
 
 
 def test_ddp_ranks_end_identical_and_resume_does_not_reinit(run_script, tmp_path):

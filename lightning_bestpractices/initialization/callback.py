@@ -76,6 +76,13 @@ class WeightInit(L.Callback):
         allowed = {"target_std", "tol", "max_iters", "orthogonal_preinit"}
         if lsuv_kwargs is not None and not set(lsuv_kwargs) <= allowed:
             raise ValueError(f"`lsuv_kwargs` keys must be among {sorted(allowed)}, got {sorted(lsuv_kwargs)}")
+        for key, value in (
+            overrides or {}
+        ).items():  # names/patterns are checked against the model at fit start
+            if not (callable(value) or value in SCHEMES):
+                raise ValueError(
+                    f"`overrides` value for {key!r} must be one of {SCHEMES} or a callable, got {value!r}"
+                )
         if not callable(batch_to_input):
             raise ValueError(f"`batch_to_input` must be callable, got {batch_to_input!r}")
         self.scheme = scheme
