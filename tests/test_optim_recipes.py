@@ -31,12 +31,16 @@ def test_schedules_recipe_yaml_run_ends_on_final_lr_with_accumulation(tmp_path):
     run_python([RECIPES / "schedules.py", "fit", "--trainer.max_epochs=2", "--trainer.accumulate_grad_batches=3",
                 "--trainer.enable_progress_bar=false"], tmp_path)  # fmt: skip
     deadline = time.monotonic() + 30
-    while True:  # the offline log may still be flushing when the process has exited
-        run = read_offline_run(find_offline_runs(tmp_path)[0])
-        rows = [r for r in run.history if "lr-cosine/decay" in r]
+    rows: list[dict] = []
+    while True:  # W&B's service may still be writing the offline log when the process has exited
+        found = find_offline_runs(tmp_path)
+        if found:
+            run = read_offline_run(found[0])
+            rows = [r for r in run.history if "lr-cosine/decay" in r]
         if len(rows) >= 34 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
+    assert found, f"no offline W&B run under {tmp_path}"
     assert run.config["model"]["optim"]["schedule"]["warmup"] == "5%"  # the YAML's config is the run's config
     # digits: 1078 training images / 64 = 17 batches per epoch (the monitor logs each), 3 per optimizer step ->
     # 6 optimizer steps per epoch, 12 in total; the last batch's LR is the LR of the last optimizer step

@@ -58,7 +58,7 @@ def suggest_lr(
         >>> lrs = [10 ** (-6 + k / 10) for k in range(61)]            # 1e-6 .. 1
         >>> losses = [2.0 - math.tanh((math.log10(lr) + 3) * 2) + (lr > 0.1) * 20 * lr for lr in lrs]
         >>> [f"{suggest_lr(lrs, losses, r):.1e}" for r in RULES]
-        ['1.0e-03', '1.0e-03', '2.5e-03']
+        ['1.0e-03', '3.2e-04', '1.0e-02']
     """
     if rule not in RULES:
         raise ValueError(f"`rule` must be one of {RULES}, got {rule!r}")
