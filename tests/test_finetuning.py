@@ -515,15 +515,16 @@ def test_bad_input_clear_errors():
 
 
 def test_ddp_parity_and_backbone_finetuning_divergence(run_script, tmp_path):
-    """2 processes, different data per rank, unfreeze at epochs 1 and 2 (one launch, three variants).
+    """2 processes, different data per rank, unfreeze at epochs 1 and 2 (one launch, four variants).
 
     Ours: identical parameters (max abs diff exactly 0), gradients and parameters identical at every step, and
-    identical optimizer state -- in fp32 and bf16-mixed. Lightning's ``BackboneFinetuning`` under the same setup:
+    identical optimizer state -- in fp32, in bf16-mixed, and when unfreezing mid-epoch at fractions of training
+    with gradient accumulation. Lightning's ``BackboneFinetuning`` under the same setup:
     the backbone layers unfrozen after DDP wrapped the model are never all-reduced, so the ranks diverge. That
     regression check documents why GradualUnfreezing exists; if it ever fails, Lightning has fixed the bug.
     """
     run_script("ddp_finetuning.py", "--out", str(tmp_path / "out"))
-    for variant in ("ours", "ours_bf16", "lightning"):
+    for variant in ("ours", "ours_bf16", "ours_steps", "lightning"):
         r0, r1 = (torch.load(tmp_path / "out" / f"{variant}_rank{r}.pt") for r in (0, 1))
         assert r0["world_size"] == 2
         params = [
@@ -542,6 +543,6 @@ def test_ddp_parity_and_backbone_finetuning_divergence(run_script, tmp_path):
         )
         assert r0["optimizer"].keys() == r1["optimizer"].keys() and len(r0["optimizer"]) > 0
         assert all(torch.equal(r0["optimizer"][k], r1["optimizer"][k]) for k in r0["optimizer"])
-        assert r0["trainable"][0] < r0["trainable"][8] < r0["trainable"][-1]  # unfroze twice
+        assert len(set(r0["trainable"])) == 3 and r0["trainable"] == sorted(r0["trainable"])  # unfroze twice
         assert r0["groups"] == ["head", "backbone.5", "backbone.3", "backbone.0"]
         assert math.isfinite(r0["param_sums"].sum().item())

@@ -4,6 +4,7 @@ Runs, in one launch, three variants and writes ``<out>/<variant>_rank<r>.pt`` pe
 
 * ``ours``: :class:`GradualUnfreezing` (fp32);
 * ``ours_bf16``: the same under ``precision="bf16-mixed"``;
+* ``ours_steps``: unfreezing at fractions of training (mid-epoch) with ``accumulate_grad_batches=2``;
 * ``lightning``: Lightning's ``BackboneFinetuning`` (unfreezes the whole backbone at epoch 1), the regression check
   that documents why our callback exists: parameters unfrozen after DDP wrapped the model are never all-reduced.
 
@@ -83,6 +84,8 @@ def run(variant: str, out: Path) -> None:
     data = InMemoryDataModule(train=(x, y), batch_size=16, seed=0)
     if variant == "lightning":
         finetune = BackboneFinetuning(unfreeze_backbone_at_epoch=1, backbone_initial_ratio_lr=0.1)
+    elif variant == "ours_steps":  # 3 epochs x 4 optimizer steps: unfreeze at step 4, then 7 (mid epoch 1)
+        finetune = GradualUnfreezing(unfreeze_at=[0.35, 0.6], groups_per_unfreeze=[1, -1], lr_factor=0.5)
     else:
         finetune = GradualUnfreezing(unfreeze_at=[1, 2], groups_per_unfreeze=[1, -1], lr_factor=0.5)
     rec = Recorder()
@@ -92,6 +95,7 @@ def run(variant: str, out: Path) -> None:
         strategy="ddp",
         precision="bf16-mixed" if variant == "ours_bf16" else "32-true",
         max_epochs=3,
+        accumulate_grad_batches=2 if variant == "ours_steps" else 1,
         callbacks=[finetune, rec],
         logger=False,
         enable_checkpointing=False,
@@ -124,7 +128,7 @@ def run(variant: str, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--variants", nargs="+", default=["ours", "ours_bf16", "lightning"])
+    parser.add_argument("--variants", nargs="+", default=["ours", "ours_bf16", "ours_steps", "lightning"])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for variant in args.variants:
