@@ -16,7 +16,9 @@ constant LR (chainable schedulers). What this adds:
 
 The current LR of a new group is derived from the reference group: for every torch schedule the LR is affine in the
 group's LR quantities, ``lr(t) = floor + (base - floor) * m(t)``, where ``floor`` is the shared ``eta_min`` of a
-cosine schedule (0 otherwise), so ``m(t)`` is read off the reference group. ReduceLROnPlateau keeps its ``min_lr``.
+cosine schedule (0 otherwise), so ``m(t)`` is read off the reference group. ReduceLROnPlateau: the new group
+joins at the reference LR times ``lr_scale``; its floor is the shared ``min_lr``, or the reference group's scaled
+when ``min_lr`` was given per group.
 """
 
 from __future__ import annotations
