@@ -58,6 +58,14 @@ def test_exact_final_lr_single_process(cname, tmp_path):
         assert res["estimated"] == res["planned"]
 
 
+def test_limit_train_batches_is_counted(tmp_path):
+    case = {"accumulate": 2, "drop_last": False, "max_epochs": 3, "limit_train_batches": 5}
+    for sname in ("cosine", "step", "onecycle"):
+        res = ddp_optim.run_case(ddp_optim.SCHEDULES[sname], case, 1, tmp_path)
+        assert res["planned"] == len(res["lrs"]) == 3 * 3  # 5 batches, 2 per step: 3 steps per epoch
+        check_run(sname, res)
+
+
 @pytest.mark.parametrize("sname", sorted(ddp_optim.SCHEDULES))
 def test_resume_continues_exactly(sname, tmp_path):
     res = ddp_optim.run_resume(ddp_optim.SCHEDULES[sname], 1, tmp_path)
@@ -88,7 +96,7 @@ def test_resume_with_other_accumulation_recomputes_the_schedule(tmp_path):
 def test_ddp_two_processes(run_script, tmp_path):
     run_script("ddp_optim.py", "--out", str(tmp_path), "--devices", "2", timeout=400)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
-    assert r0.keys() == r1.keys() and len(r0) == 9 + 3 + 1
+    assert r0.keys() == r1.keys() and len(r0) == 9 + 2 + 1
     for key, res in r0.items():
         sname = key.split("/")[0]
         if key.endswith("/resume"):
@@ -101,7 +109,7 @@ def test_ddp_two_processes(run_script, tmp_path):
     # 62 samples on 2 ranks: 31 each -> 8 batches of 4 (7 with drop_last); resume: 4 epochs of 8
     assert r0["cosine/resume"]["planned"] == 4 * 8
     assert r0["cosine/acc3_droplast_maxsteps"]["planned"] == 6 * math.ceil(7 / 3)
-    assert r0["cosine/gas"]["planned"] == 8 + 8 + 3 * 3
+    assert r0["step/gas"]["planned"] == 8 + 8 + 3 * 3
 
 
 class _ValNet(ddp_optim.TinyNet):
