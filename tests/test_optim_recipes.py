@@ -29,7 +29,8 @@ def test_schedule_gallery_and_optimizer_comparison(tmp_path):
 
 def test_schedules_recipe_yaml_run_ends_on_final_lr_with_accumulation(tmp_path):
     run_python([RECIPES / "schedules.py", "fit", "--trainer.max_epochs=2", "--trainer.accumulate_grad_batches=3",
-                "--trainer.enable_progress_bar=false"], tmp_path)  # fmt: skip
+                "--trainer.enable_progress_bar=false"], tmp_path,
+               WANDB_SERVICE="")  # own W&B service: not the one an in-process test of this session started  # fmt: skip
     deadline = time.monotonic() + 30
     rows: list[dict] = []
     while True:  # W&B's service may still be writing the offline log when the process has exited
