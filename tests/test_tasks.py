@@ -35,3 +35,62 @@ def test_multiclass_fit_logs_epoch_metrics_and_predicts_probabilities():
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     probs = torch.cat(trainer.predict(model, dm))
     assert probs.shape[1] == 10 and torch.allclose(probs.sum(1), torch.ones(len(probs)), atol=1e-5)
+
+
+def _reference(model, batches):
+    """Sample-weighted mean loss and accuracy computed straight from the batches."""
+    with torch.no_grad():
+        logits = [model(x) for x, _ in batches]
+    correct = sum(((lg > 0).float() == y).sum() for lg, (_, y) in zip(logits, batches))
+    loss = sum(model.loss_fn(lg, y) * len(y) for lg, (_, y) in zip(logits, batches))
+    n = sum(len(y) for _, y in batches)
+    return float(loss / n), float(correct / n)
+
+
+@pytest.mark.parametrize("every", [1, 3, 100])
+def test_buffered_metric_updates_equal_a_straight_computation(every):
+    torch.manual_seed(0)
+    model = Classifier(MLP(2, [8], 1, dropout=0.0), metric_update_every=every).eval()
+    batches = [(torch.randn(n, 2), (torch.rand(n, 1) > 0.5).float()) for n in (16, 16, 16, 16, 5)]
+    # a batch whose logits all lie in [0, 1]: torchmetrics would read them as probabilities and threshold at 0.5
+    with torch.no_grad():
+        model.net.net[-1].bias.fill_(0.5)
+        model.net.net[-1].weight.mul_(1e-3)
+    for b in batches:
+        model._step(b, "val")
+        assert len(model._pending["val"]) < every, "the buffer is flushed every `metric_update_every` batches"
+    model._flush("val")
+    loss, acc = _reference(model, batches)
+    assert float(model.mean_loss["val_"].compute()) == pytest.approx(loss, rel=1e-6)
+    assert float(model.acc["val_"].compute()) == pytest.approx(acc)
+
+
+def test_fused_adamw_and_lightning_hook_names():
+    seen = []
+
+    class Probe(Classifier):
+        def training_step(self, batch, batch_idx):
+            seen.append(self._current_fx_name)
+            self.log("probe", 1.0)  # needs Lightning's `_current_fx_name`, set through the fast path
+            return super().training_step(batch, batch_idx)
+
+    dm = DigitsDataModule(batch_size=128)
+    results = {}
+    for fused in (None, True):
+        torch.manual_seed(0)
+        # no BatchNorm: a bias in front of BN gets a ~0 gradient, which Adam's normalisation turns into rounding noise
+        model = Probe(MLP(64, [16], 10, dropout=0.0, norm="none"), num_classes=10, fused=fused, metric_update_every=2)
+        trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(model, dm)
+        assert trainer.optimizers[0].defaults["fused"] is fused
+        assert "_current_fx_name" in vars(model) and "_current_fx_name" not in dict(model.named_modules())
+        results[fused] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert set(seen) == {"training_step"}
+    # the fused kernel applies the same update; only the rounding differs
+    torch.testing.assert_close(results[True], results[None], rtol=1e-5, atol=1e-6)
+
+
+def test_metric_update_every_bad_input():
+    with pytest.raises(ValueError, match=r"`metric_update_every` must be >= 1, got 0"):
+        Classifier(MLP(), metric_update_every=0)
