@@ -27,6 +27,9 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment for a launched run: W&B offline and local to ``tmp_path``, one thread per process."""
     env = dict(os.environ)
+    # An in-process W&B run earlier in this pytest worker exports WANDB_SERVICE; a launched script would attach to
+    # that service instead of starting its own, and its offline run log would go missing.
+    env.pop("WANDB_SERVICE", None)
     env.update(
         WANDB_MODE="offline",
         WANDB_DIR=str(tmp_path),
