@@ -2,6 +2,7 @@
 
     python benchmarks/moons_vs_plain_loop.py                 # 100 epochs, 3 repeats, prints one table
     python benchmarks/moons_vs_plain_loop.py --epochs 20 --repeats 1
+    python benchmarks/moons_vs_plain_loop.py --breakdown --epochs 30   # where the recipe's extra time per step goes
 
 Both train the same MLP (same init, same data) with AdamW + per-epoch cosine for the same epochs and validate every
 epoch. The plain loop is the seed's: a ``DataLoader`` over a ``TensorDataset``, ``.item()`` bookkeeping per step.
@@ -32,23 +33,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def plain_loop(dm, epochs: int, seed: int, fused: bool | None = None) -> tuple[float, float]:
-    """The seed's loop; returns (seconds, final val accuracy)."""
-    from lightning_bestpractices.models import MLP
+class PlainLoop:
+    """The seed's loop, one epoch per call: DataLoader over TensorDataset, ``.item()`` bookkeeping per step."""
 
-    torch.manual_seed(seed)
-    model = MLP(2, [64, 32], 1, dropout=0.3)
-    (xt, yt), (xv, yv) = dm.splits["train"], dm.splits["val"]
-    train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt), batch_size=32, shuffle=True)
-    val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xv, yv), batch_size=32)
-    crit = nn.BCEWithLogitsLoss()
-    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.01, fused=fused)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    start = time.perf_counter()
-    for _ in range(epochs):
+    def __init__(self, dm, epochs: int, seed: int, fused: bool | None = None) -> None:
+        from lightning_bestpractices.models import MLP
+
+        torch.manual_seed(seed)
+        self.model = MLP(2, [64, 32], 1, dropout=0.3)
+        (xt, yt), (xv, yv) = dm.splits["train"], dm.splits["val"]
+        self.train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt), batch_size=32, shuffle=True)
+        self.val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xv, yv), batch_size=32)
+        self.crit = nn.BCEWithLogitsLoss()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=0.01, weight_decay=0.01, fused=fused)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=epochs)
+
+    def epoch(self) -> float:
+        """Train one epoch, validate, step the schedule; returns the validation accuracy."""
+        model, opt, crit = self.model, self.opt, self.crit
         model.train()
         tl, tc, tn = 0.0, 0, 0
-        for xb, yb in train:
+        for xb, yb in self.train:
             opt.zero_grad()
             out = model(xb)
             loss = crit(out, yb)
@@ -60,24 +65,26 @@ def plain_loop(dm, epochs: int, seed: int, fused: bool | None = None) -> tuple[f
         model.eval()
         vc, vn = 0, 0
         with torch.no_grad():
-            for xb, yb in val:
+            for xb, yb in self.val:
                 out = model(xb)
                 vc += ((torch.sigmoid(out) > 0.5).float() == yb).sum().item()
                 vn += xb.size(0)
-        sched.step()
-    return time.perf_counter() - start, vc / vn
+        self.sched.step()
+        return vc / vn
+
+
+def plain_loop(dm, epochs: int, seed: int, fused: bool | None = None) -> tuple[float, float]:
+    """The seed's loop; returns (seconds, final val accuracy)."""
+    loop = PlainLoop(dm, epochs, seed, fused)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        acc = loop.epoch()
+    return time.perf_counter() - start, acc
 
 
 def run_recipe(epochs: int, workdir: str) -> tuple[float, float]:
     """What ``recipes/moons.py fit`` builds; returns (seconds in ``trainer.fit``, final val accuracy)."""
-    from lightning_bestpractices.cli import BestPracticesCLI
-    from lightning_bestpractices.data import MoonsDataModule
-    from lightning_bestpractices.tasks import Classifier
-
-    args = [f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_checkpointing=false", f"--trainer.logger.init_args.save_dir={workdir}"]
-    cli = BestPracticesCLI(Classifier, MoonsDataModule, args=args, run=False,
-                           default_config=ROOT / "recipes" / "configs" / "moons.yaml")
+    cli = _build_recipe(epochs, workdir, [])
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
     seconds = time.perf_counter() - start
@@ -88,6 +95,93 @@ def run_recipe(epochs: int, workdir: str) -> tuple[float, float]:
     return seconds, float(cli.trainer.callback_metrics["val/acc"])
 
 
+def _build_recipe(epochs: int, workdir: str, extra: list[str]):
+    from lightning_bestpractices.cli import BestPracticesCLI
+    from lightning_bestpractices.data import MoonsDataModule
+    from lightning_bestpractices.tasks import Classifier
+
+    args = [f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_checkpointing=false"]
+    if not any(a.startswith("--trainer.logger") for a in extra):
+        args.append(f"--trainer.logger.init_args.save_dir={workdir}")
+    return BestPracticesCLI(Classifier, MoonsDataModule, args=args + extra, run=False,
+                            default_config=ROOT / "recipes" / "configs" / "moons.yaml")
+
+
+def breakdown(epochs: int, repeats: int) -> None:
+    """Per-step cost of the recipe's parts, each recipe epoch timed next to one epoch of the seed's loop.
+
+    A callback runs one epoch of the plain loop right after each recipe epoch (train + validation + logging), so
+    both see the same machine load; the table shows medians over epochs >= 3 of per-step process CPU time (less
+    noisy than wall time on a shared machine) and of the per-epoch ratio. Each variant removes one more part.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from lightning_bestpractices.data import MoonsDataModule
+    from lightning_bestpractices.lr_logging import BufferedLRMonitor
+
+    dm = MoonsDataModule()
+    dm.setup("fit")
+    steps = math.ceil(800 / 32)
+
+    class Paired(L.Callback):
+        def __init__(self) -> None:
+            self.plain = PlainLoop(dm, epochs, seed=42)
+            self.last: tuple[float, float] | None = None
+            self.rows: list[tuple[float, float, float]] = []  # (ours cpu, plain cpu, wall ratio) per epoch
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            now = (time.process_time(), time.perf_counter())
+            if self.last is not None and trainer.current_epoch > 2:
+                c, w = time.process_time(), time.perf_counter()
+                self.plain.epoch()
+                plain = (time.process_time() - c, time.perf_counter() - w)
+                self.rows.append((now[0] - self.last[0], plain[0], (now[1] - self.last[1]) / plain[1]))
+            self.last = (time.process_time(), time.perf_counter())
+
+    def no_lr_buffer(cli):
+        cli.trainer.callbacks[:] = [LearningRateMonitor(logging_interval="step") if isinstance(cb, BufferedLRMonitor)
+                                    else cb for cb in cli.trainer.callbacks]
+
+    def bare(cli):
+        cli.trainer.callbacks[:] = []
+
+    variants = [
+        ("recipe (W&B, buffered LR rows)", [], None),
+        ("LR rows unbuffered (Lightning)", [], no_lr_buffer),
+        ("CSVLogger instead of W&B", ["--trainer.logger=lightning.pytorch.loggers.CSVLogger"], None),
+        ("no logger, no callbacks", ["--trainer.logger=false"], bare),
+        ("  + torch's default AdamW", ["--trainer.logger=false", "--model.fused=null"], bare),
+    ]
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in variants}
+    with tempfile.TemporaryDirectory() as workdir:
+        for _ in range(repeats):
+            for name, extra, patch in variants:
+                if name.startswith("CSV"):
+                    extra = [*extra, f"--trainer.logger.init_args.save_dir={workdir}"]
+                cli = _build_recipe(epochs, workdir, extra)
+                if patch is not None:
+                    patch(cli)
+                paired = Paired()
+                cli.trainer.callbacks.append(paired)
+                cli.trainer.fit(cli.model, cli.datamodule)
+                import wandb
+
+                if wandb.run is not None:
+                    wandb.finish()
+                results[name].extend(paired.rows)
+    print(f"\nmoons per-step breakdown, {epochs} epochs x {repeats} repeat(s), medians over epochs >= 3, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{'variant':<34}{'ours cpu ms/step':>17}{'plain cpu ms/step':>18}{'cpu ratio':>10}{'wall ratio':>11}")
+    for name, rows in results.items():
+        ours, plain = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+        cpu_ratio = statistics.median(r[0] / r[1] for r in rows)
+        wall_ratio = statistics.median(r[2] for r in rows)
+        print(f"{name:<34}{1000 * ours / steps:>17.2f}{1000 * plain / steps:>18.2f}{cpu_ratio:>10.2f}"
+              f"{wall_ratio:>11.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=100)
@@ -95,10 +189,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for both versions (a 2.4k-parameter MLP gains nothing from more, "
                         "and spinning OpenMP threads make timings on a shared machine meaningless)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="instead of the table above, time the recipe's parts per step (see `breakdown`)")
     args = parser.parse_args()
+    if args.epochs < 4 or args.repeats < 1:
+        parser.error(f"`--epochs` must be >= 4 and `--repeats` >= 1, got {args.epochs} and {args.repeats}")
     torch.set_num_threads(args.threads)
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
+    if args.breakdown:
+        breakdown(args.epochs, args.repeats)
+        return
 
     from lightning_bestpractices.data import MoonsDataModule
 
