@@ -62,7 +62,7 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         >>> print(format_table(["layer", "std"], [["fc1", 1.0], ["fc2", 0.25]]))
         layer  std
         -----  ----
-        fc1    1.0
+        fc1    1
         fc2    0.25
     """
     cells = [[str(c) for c in columns]] + [[_fmt(v) for v in row] for row in rows]
