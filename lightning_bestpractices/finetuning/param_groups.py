@@ -17,8 +17,9 @@ constant LR (chainable schedulers). What this adds:
 The current LR of a new group is derived from the reference group: for every torch schedule the LR is affine in the
 group's LR quantities, ``lr(t) = floor + (base - floor) * m(t)``, where ``floor`` is the shared ``eta_min`` of a
 cosine schedule (0 otherwise), so ``m(t)`` is read off the reference group. ReduceLROnPlateau: the new group
-joins at the reference LR times ``lr_scale``; its floor is the shared ``min_lr``, or the reference group's scaled
-when ``min_lr`` was given per group.
+joins at the reference LR times ``lr_scale``, but not below its own floor (the shared ``min_lr``, or the reference
+group's scaled when ``min_lr`` was given per group). That is exact except for ``lr_scale > 1`` with a shared
+``min_lr`` once the reference group has reached it (torch keeps no count of reductions to recover the unclamped LR).
 """
 
 from __future__ import annotations
@@ -209,15 +210,19 @@ def add_param_group(
             values = getattr(s, key)
             values.append(values[like] * lr_scale if _scaled(s, key) else values[like])
     if attached:
-        group["lr"] = _current_lr(ref, lr_scale, attached)
+        group["lr"] = _current_lr(ref, lr_scale, attached, len(optimizer.param_groups) - 1)
     _sync_last_lr(optimizer, attached)
     return len(optimizer.param_groups) - 1
 
 
-def _current_lr(ref: dict, scale: float, schedulers: Sequence[Any]) -> float:
+def _current_lr(ref: dict, scale: float, schedulers: Sequence[Any], index: int) -> float:
     lr = float(ref["lr"])
     if all(isinstance(s, ReduceLROnPlateau) for s in schedulers):
-        return lr * scale  # the new group's min_lr applies at the next reduction, as for any group
+        # Every reduction multiplies each group by `factor` and clamps it at the group's own floor, so the new group
+        # is at max(reference * scale, its floor). Exact unless the reference already sits at a *shared* floor and
+        # scale > 1: torch keeps no reduction count to tell how far below the floor the unclamped value is.
+        floor = max(float(s.min_lrs[index]) for s in schedulers)
+        return max(lr * scale, floor)
     base = float(ref.get("initial_lr", lr))
     return _affine(lr, base, base * scale, _active_floor(schedulers))
 
