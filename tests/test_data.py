@@ -74,7 +74,7 @@ def test_moons_splits_are_independent_and_shaped():
     dm = MoonsDataModule(n_train=800, n_val=200, noise=0.2, seed=42)
     dm.setup("fit")
     (xt, yt), (xv, yv) = dm.splits["train"], dm.splits["val"]
-    assert xt.shape == (800, 2) and yt.shape == (800, 1) and xv.shape == (200, 2)
+    assert xt.shape == (800, 2) and yt.shape == (800, 1) and xv.shape == (200, 2) and yv.shape == (200, 1)
     assert yt.dtype == torch.float32 and set(yt.unique().tolist()) == {0.0, 1.0}
     assert torch.cdist(xv, xt).min() > 0, "validation points must not repeat training points"
     again = MoonsDataModule(seed=42)
