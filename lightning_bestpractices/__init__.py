@@ -10,6 +10,7 @@ __all__: list[str] = []
 from ._logging import format_table, log_figure, log_table, run_dir  # noqa: E402
 from .cli import BestPracticesCLI  # noqa: E402
 from .data import DigitsDataModule, InMemoryDataModule, MoonsDataModule, TensorLoader, VisionDataModule  # noqa: E402
+from .lr_logging import BufferedLRMonitor  # noqa: E402
 from .models import MLP, SmallCNN  # noqa: E402
 from .monitoring import RankParity, max_rank_difference  # noqa: E402
 from .plots import DecisionBoundary, plot_decision_boundary  # noqa: E402
@@ -18,6 +19,7 @@ from .wandb_offline import OfflineRun, find_offline_runs, read_offline_run  # no
 
 __all__ += [
     "BestPracticesCLI",
+    "BufferedLRMonitor",
     "Classifier",
     "DecisionBoundary",
     "DigitsDataModule",

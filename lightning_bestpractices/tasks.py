@@ -71,7 +71,11 @@ class Classifier(L.LightningModule):
         task = task or ("binary" if num_classes == 2 else "multiclass")
         if task not in ("binary", "multiclass"):
             raise ValueError(f"`task` must be 'binary' or 'multiclass', got {task!r}")
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net"])  # for the logger and checkpoint; the code reads the attributes below
+        # Plain attributes, not self.hparams: a subclass that calls save_hyperparameters() replaces hparams with its
+        # own arguments, and the settings must not disappear with them.
+        self.lr, self.weight_decay, self.cosine_epochs = lr, weight_decay, cosine_epochs
+        self.fused, self.metric_update_every = fused, metric_update_every
         self.net = net
         self.task = task
         self.loss_fn = nn.BCEWithLogitsLoss() if task == "binary" else nn.CrossEntropyLoss()
@@ -106,7 +110,7 @@ class Classifier(L.LightningModule):
         loss = self.loss_fn(logits, target)
         pending = self._pending[stage]
         pending.append((logits.detach(), target, loss.detach(), x.shape[0]))
-        if len(pending) >= self.hparams.metric_update_every:
+        if len(pending) >= self.metric_update_every:
             self._flush(stage)
         return loss
 
@@ -162,9 +166,8 @@ class Classifier(L.LightningModule):
         return torch.sigmoid(logits) if self.task == "binary" else logits.softmax(-1)
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
-                                fused=self.hparams.fused)
-        epochs = self.hparams.cosine_epochs
+        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=self.fused)
+        epochs = self.cosine_epochs
         if epochs is None:
             epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 0
         if not epochs:

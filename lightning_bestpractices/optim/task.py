@@ -15,7 +15,6 @@ LR multipliers and the schedule::
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Literal
 
 from torch import nn
@@ -55,11 +54,6 @@ class OptimClassifier(OptimizerMixin, Classifier):
         parent = dict(num_classes=num_classes, task=task, lr=config.lr if config.lr > 0 else 1.0,
                       weight_decay=config.weight_decay, cosine_epochs=0)  # fmt: skip
         super().__init__(net, **parent)
-        # Classifier.save_hyperparameters() records *this* __init__'s arguments; give the parent's own settings
-        # (the ones passed above, else its defaults) to the code that reads them from self.hparams
-        for name, p in inspect.signature(Classifier.__init__).parameters.items():
-            if name not in ("self", "net") and name not in self.hparams and p.kind is p.POSITIONAL_OR_KEYWORD:
-                self.hparams[name] = parent.get(name, p.default)
         self.optim = config
         for prefix in config.lr_multipliers:  # fail at construction, not at fit start
             try:
