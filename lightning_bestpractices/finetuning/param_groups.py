@@ -257,7 +257,7 @@ def scale_group_lr(
         for key in _per_group_lists(s, n):
             if _scaled(s, key):
                 getattr(s, key)[index] = getattr(s, key)[index] * factor
-    group["lr"] = _current_lr(old, factor, attached) if attached else old["lr"] * factor
+    group["lr"] = _current_lr(old, factor, attached, index) if attached else old["lr"] * factor
     _sync_last_lr(optimizer, attached)
 
 
