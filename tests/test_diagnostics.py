@@ -15,15 +15,6 @@ from lightning_bestpractices.diagnostics import DepthDiagnostics, depth_statisti
 from lightning_bestpractices.initialization import init_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster than two on the shared 2-core machine (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _relu_mlp(depth: int, width: int) -> nn.Sequential:
     return nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(width, width), nn.ReLU())])
 

@@ -16,15 +16,6 @@ from lightning_bestpractices import FrozenBatchNorm, WeightInit, init_weights, l
 FI, FO = 384, 512  # fan_in != fan_out so Xavier and Kaiming differ
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster than two on the shared 2-core machine (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _trunc_var(cut: float = 2.0) -> float:
     """Variance of a standard normal truncated to [-cut, cut]."""
     phi = math.exp(-(cut**2) / 2) / math.sqrt(2 * math.pi)

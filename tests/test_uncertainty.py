@@ -74,15 +74,6 @@ class Untraceable(FunctionalCNN):
         return self.out(h)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: thread start-up costs more than the maths on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 X = torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(1))
 Y = torch.randint(0, 4, (64,), generator=torch.Generator().manual_seed(2))
 

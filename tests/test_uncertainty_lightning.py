@@ -22,14 +22,6 @@ ddp_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ddp_script)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def single_process():
     torch.set_num_threads(1)
