@@ -76,3 +76,18 @@ def test_other_loggers_and_wandb_modes(moons, tmp_path):
     moons.main(["fit", *short, "--wandb_mode=disabled"])
     assert os.environ["WANDB_MODE"] == "disabled"
     assert not find_offline_runs(tmp_path), "disabled mode writes no run"
+
+
+def test_validate_test_predict_from_a_fit_checkpoint(moons, tmp_path):
+    quiet = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir=csv",
+             "--trainer.enable_progress_bar=false"]
+    fit = moons.main(["fit", *quiet, "--trainer.max_epochs=3"])
+    fit_acc = float(fit.trainer.callback_metrics["val/acc"])
+    ckpt = fit.trainer.checkpoint_callback.best_model_path
+    assert ckpt.endswith(".ckpt")
+    val = moons.main(["validate", *quiet, f"--ckpt_path={ckpt}"])
+    assert float(val.trainer.callback_metrics["val/acc"]) == fit_acc, "same weights, same data, same accuracy"
+    test = moons.main(["test", *quiet, f"--ckpt_path={ckpt}"])
+    assert 0.5 < float(test.trainer.callback_metrics["test/acc"]) <= 1.0
+    pred = moons.main(["predict", *quiet, f"--ckpt_path={ckpt}"])
+    assert pred.trainer.state.finished and pred.trainer.predicting is False
