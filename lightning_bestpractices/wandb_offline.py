@@ -9,7 +9,7 @@ Example:
     >>> import os, tempfile, wandb
     >>> os.environ["WANDB_SILENT"] = "true"
     >>> d = tempfile.mkdtemp()
-    >>> run = wandb.init(mode="offline", dir=d, project="doc", config={"lr": 0.1})
+    >>> run = wandb.init(mode="offline", dir=d, project="doc", config={"lr": 0.1}, reinit="create_new")
     >>> for step in range(3):
     ...     run.log({"loss": 1.0 / (step + 1)})
     >>> run.finish()

@@ -61,6 +61,20 @@ def run_python(args: list[str], tmp_path: Path, timeout: float = 300, **env: str
     return proc
 
 
+@pytest.fixture(autouse=True)
+def _finish_wandb_run():
+    """Finish any W&B run a test leaves open (LightningCLI never calls ``wandb.finish``): with a run still active,
+    the next ``wandb.init`` in this worker returns that old run instead of starting its own. After a disabled-mode
+    run, W&B's process-wide settings keep ``mode=disabled``; ``teardown`` resets them."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        disabled = type(wandb.run).__name__ == "NoopRun"
+        wandb.finish()
+        if disabled:
+            wandb.teardown()
+
+
 @pytest.fixture
 def run_script(tmp_path):
     """``run_script("name.py", *args)`` runs ``tests/scripts/name.py`` in ``tmp_path`` (see module docstring)."""

@@ -26,7 +26,10 @@ class _NoTraining(Exception):
 def moons(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    # The CLI writes WANDB_MODE into os.environ (so DDP ranks inherit it). setenv first makes monkeypatch record
+    # the variable, so that it is restored even when it was unset: a bare delenv of an unset name records nothing.
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_MODE")
     return _recipe()
 
 
