@@ -344,7 +344,7 @@ def test_weight_init_runs_once_logs_to_wandb_and_survives_resume(tmp_path, monke
     assert cb.done and cb.report["a"].scheme == "kaiming" and cb.report["a"].activation == "silu"
     logger.experiment.finish()
 
-    run = read_offline_run(find_offline_runs(tmp_path)[0])
+    run = read_offline_run(find_offline_runs(tmp_path)[0], wait=120)
     tables = sorted(run.files_dir.glob("media/table/init/report_*.table.json"))  # written by wandb itself
     assert len(tables) == 1
     data = json.loads(tables[0].read_text())

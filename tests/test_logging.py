@@ -21,7 +21,7 @@ def test_figure_and_table_reach_wandb_offline_and_disk(tmp_path, monkeypatch):
     csv = log_table(trainer, "report", ["layer", "std"], [["fc1", 1.0], ["fc2", 0.5]])
     logger.experiment.finish()
     assert png.is_file() and png.name == "diag_curve.png" and csv.read_text().startswith("layer,std")
-    run = read_offline_run(find_offline_runs(tmp_path)[0])
+    run = read_offline_run(find_offline_runs(tmp_path)[0], wait=120)
     assert run.summary["diag/curve"]["_type"] == "images/separated"
     assert run.summary["report"]["_type"] == "table-file"
     assert os.path.dirname(png) == str(run.files_dir)

@@ -74,7 +74,7 @@ def test_rows_reach_wandb_offline_in_step_order(tmp_path):
 
     trainer = _fit(tmp_path, BufferedLRMonitor(), logger_cls=WandbLogger, epochs=2)
     wandb.finish()
-    run = read_offline_run(find_offline_runs(tmp_path)[0])
+    run = read_offline_run(find_offline_runs(tmp_path)[0], wait=120)
     steps = [row["trainer/global_step"] for row in run.history if "lr-AdamW" in row]
     assert steps == list(range(10)), "one row per optimizer step, each with its own step"
     assert run.values("lr-AdamW") == pytest.approx(trainer.callbacks[0].lrs["lr-AdamW"])

@@ -36,7 +36,7 @@ def test_schedules_recipe_yaml_run_ends_on_final_lr_with_accumulation(tmp_path):
     while True:  # W&B's service may still be writing the offline log when the process has exited
         found = find_offline_runs(tmp_path)
         if found:
-            run = read_offline_run(found[0])
+            run = read_offline_run(found[0], wait=120)
             rows = [r for r in run.history if "lr-cosine/decay" in r]
         if len(rows) >= 34 or time.monotonic() > deadline:
             break

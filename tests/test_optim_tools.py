@@ -39,7 +39,7 @@ def _read_run(root, key):
     """Read the offline run once its ``.wandb`` log holds ``key`` (W&B's service may still be flushing it)."""
     deadline = time.monotonic() + 30
     while True:
-        run = read_offline_run(find_offline_runs(root)[0])
+        run = read_offline_run(find_offline_runs(root)[0], wait=120)
         if any(k == key or k.startswith(key + "/") for row in run.history for k in row):
             return run
         if time.monotonic() > deadline:

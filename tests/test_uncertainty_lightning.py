@@ -145,7 +145,7 @@ def test_recipe_runs_from_the_command_line_and_logs_to_wandb(tmp_path):
         "test_mc_uncertainty_hist",
     ):
         assert (files / f"{name}.png").stat().st_size > 1000, name
-    run = read_offline_run(find_offline_runs(out)[0])
+    run = read_offline_run(find_offline_runs(out)[0], wait=120)
     for key in ("mc_dropout/reliability", "mc_dropout/mi_histogram", "test_mc/reliability"):  # images in W&B
         assert [v["_type"] for v in run.values(key)] == ["images/separated"], key
     assert run.values("test/mc_ece")[-1] == pytest.approx(mc["ece"], abs=1e-6)

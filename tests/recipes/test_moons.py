@@ -27,7 +27,7 @@ MODES = {
 def _only_run(tmp_path: Path):
     runs = find_offline_runs(tmp_path / "runs")
     assert len(runs) == 1, f"exactly one W&B run expected (rank 0 only logs), found {runs}"
-    return read_offline_run(runs[0])
+    return read_offline_run(runs[0], wait=120)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -75,7 +75,7 @@ def test_print_config_round_trip_reproduces_the_run(tmp_path):
     run_python([RECIPE, "fit", *short], tmp_path / "a" if (tmp_path / "a").mkdir() is None else None)
     run_python([RECIPE, "fit", "--config", tmp_path / "printed.yaml"],
                tmp_path / "b" if (tmp_path / "b").mkdir() is None else None)
-    a, b = (read_offline_run(find_offline_runs(tmp_path / d / "runs")[0]) for d in ("a", "b"))
+    a, b = (read_offline_run(find_offline_runs(tmp_path / d / "runs")[0], wait=120) for d in ("a", "b"))
     for key in ("val/loss", "val/acc", "train/loss", "lr-AdamW"):
         assert a.values(key) == b.values(key), key
     assert len(a.values("val/loss")) == 4
