@@ -64,6 +64,7 @@ from .normalization import (  # noqa: E402
     param_groups,
     register_norm,
     unfreeze_batchnorm,
+    unregister_norm,
 )
 
 __all__ += [
@@ -88,6 +89,7 @@ __all__ += [
     "norm_types",
     "param_groups",
     "register_norm",
+    "unregister_norm",
     "unfreeze_batchnorm",
 ]
 

@@ -62,6 +62,36 @@ def run_python(args: list[str], tmp_path: Path, timeout: float = 300, **env: str
 
 
 @pytest.fixture(autouse=True)
+def _restore_process_state():
+    """Each test starts from the same process-wide state, whatever ran before it in this worker: the norm and
+    stochastic registries are put back as they were (through their public unregister/register functions), and
+    environment variables a test set or changed are reverted (W&B's own service handle aside)."""
+    from lightning_bestpractices.normalization import norm_types, register_norm, unregister_norm
+    from lightning_bestpractices.uncertainty import (
+        register_stochastic,
+        stochastic_registry,
+        unregister_stochastic,
+    )
+
+    norms, stochastic, env = norm_types(), stochastic_registry(), dict(os.environ)
+    yield
+    for cls in set(norm_types()) - set(norms):
+        unregister_norm(cls)
+    for cls in norms:
+        register_norm(cls)
+    now = stochastic_registry()
+    for cls in set(now) - set(stochastic):
+        unregister_stochastic(cls)
+    for cls, forward in stochastic.items():
+        if now.get(cls, object()) is not forward:
+            register_stochastic(cls, forward)
+    own = {"WANDB_SERVICE"}  # W&B's handle on its in-process service: W&B manages it itself
+    for key in set(os.environ) - set(env) - own:
+        del os.environ[key]
+    os.environ.update({k: v for k, v in env.items() if os.environ.get(k) != v and k not in own})
+
+
+@pytest.fixture(autouse=True)
 def _finish_wandb_run():
     """Finish any W&B run a test leaves open (LightningCLI never calls ``wandb.finish``): with a run still active,
     the next ``wandb.init`` in this worker returns that old run instead of starting its own. After a disabled-mode

@@ -8,11 +8,20 @@ from __future__ import annotations
 from .convert import batchnorm_to_groupnorm, batchnorm_to_syncbn, group_count
 from .fold import FoldReport, fold_batchnorm
 from .frozen import FrozenBatchNorm, freeze_batchnorm, unfreeze_batchnorm
-from .groups import NORM_TYPES, is_norm, no_decay_parameters, norm_types, param_groups, register_norm
+from .groups import (
+    NORM_TYPES,
+    is_norm,
+    no_decay_parameters,
+    norm_types,
+    param_groups,
+    register_norm,
+    unregister_norm,
+)
 
 __all__ = [
     "NORM_TYPES",
     "register_norm",
+    "unregister_norm",
     "norm_types",
     "is_norm",
     "no_decay_parameters",

@@ -15,9 +15,12 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .frozen import FrozenBatchNorm
 
-__all__ = ["NORM_TYPES", "register_norm", "norm_types", "is_norm", "no_decay_parameters", "param_groups"]
+__all__ = ["NORM_TYPES", "register_norm", "unregister_norm", "norm_types", "is_norm", "no_decay_parameters",
+           "param_groups"]
 
 #: Built-in normalization classes (subclasses count too). :func:`register_norm` appends to this attribute, so
 #: read it as ``normalization.NORM_TYPES`` (a ``from ... import NORM_TYPES`` is a snapshot) or call :func:`is_norm`.
@@ -41,6 +44,7 @@ NORM_TYPES: tuple[type, ...] = (
     nn.RMSNorm,
     FrozenBatchNorm,
 )
+_BUILTIN_NORMS = NORM_TYPES
 
 
 def register_norm(cls: type) -> type:
@@ -58,16 +62,40 @@ def register_norm(cls: type) -> type:
     """
     global NORM_TYPES
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"`cls` must be an nn.Module subclass, got {cls!r}")
+        raise ArgumentError(f"`cls` must be an nn.Module subclass, got {cls!r}")
     if cls not in NORM_TYPES:
         NORM_TYPES = (*NORM_TYPES, cls)
-        # keep the re-export in the package namespace current as well
-        import sys
-
-        pkg = sys.modules.get(__name__.rsplit(".", 1)[0])
-        if pkg is not None:
-            pkg.NORM_TYPES = NORM_TYPES
+        _sync_package_attr()
     return cls
+
+
+def unregister_norm(cls: type) -> None:
+    """Undo :func:`register_norm` (tests restore what they register). Built-in classes cannot be removed.
+
+    Example:
+        >>> class Gain(nn.Module):
+        ...     pass
+        >>> _ = register_norm(Gain)
+        >>> unregister_norm(Gain)
+        >>> is_norm(Gain())
+        False
+    """
+    global NORM_TYPES
+    if cls in _BUILTIN_NORMS:
+        raise ArgumentError(f"`cls` {cls!r} is a built-in norm type and cannot be unregistered")
+    if cls not in NORM_TYPES:
+        raise KeyError(f"`cls` {cls!r} is not registered")
+    NORM_TYPES = tuple(c for c in NORM_TYPES if c is not cls)
+    _sync_package_attr()
+
+
+def _sync_package_attr() -> None:
+    """Keep the re-export ``normalization.NORM_TYPES`` current as well."""
+    import sys
+
+    pkg = sys.modules.get(__name__.rsplit(".", 1)[0])
+    if pkg is not None:
+        pkg.NORM_TYPES = NORM_TYPES
 
 
 def norm_types() -> tuple[type, ...]:
@@ -114,7 +142,7 @@ def no_decay_parameters(module: nn.Module, *, skip: Iterable[str] = ()) -> set[i
     ``"encoder.pos_embed"``).
 
     Raises:
-        ValueError: if a name in ``skip`` matches no parameter.
+        lightning_bestpractices.errors.ArgumentError: if a name in ``skip`` matches no parameter.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3))
@@ -123,14 +151,14 @@ def no_decay_parameters(module: nn.Module, *, skip: Iterable[str] = ()) -> set[i
         ['0.bias', '1.bias', '1.weight']
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"`module` must be an nn.Module, got {type(module).__name__}")
+        raise ArgumentError(f"`module` must be an nn.Module, got {type(module).__name__}")
     if isinstance(skip, str):
         skip = (skip,)
     skip = tuple(skip)
     names = {n: p for n, p in module.named_parameters()}
     for s in skip:
         if not any(_matches(n, s) for n in names):
-            raise ValueError(f"`skip` name {s!r} matches no parameter of {type(module).__name__}")
+            raise ArgumentError(f"`skip` name {s!r} matches no parameter of {type(module).__name__}")
     model_names = _model_skip_names(module)
     for s in sorted(model_names):
         if not any(_matches(n, s) for n in names):
@@ -158,7 +186,7 @@ def param_groups(
     monitors can show it. Shared parameters appear once.
 
     Raises:
-        ValueError: if ``weight_decay`` is negative or not finite, or a ``skip`` name matches nothing.
+        lightning_bestpractices.errors.ArgumentError: if ``weight_decay`` is negative or not finite, or a ``skip`` name matches nothing.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1))
@@ -166,11 +194,11 @@ def param_groups(
         [('decay', 2, 0.05), ('no_decay', 4, 0.0)]
     """
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
-        raise ValueError(f"`weight_decay` must be a number >= 0, got {weight_decay!r}")
+        raise ArgumentError(f"`weight_decay` must be a number >= 0, got {weight_decay!r}")
     if not math.isfinite(weight_decay) or weight_decay < 0:
-        raise ValueError(f"`weight_decay` must be a finite number >= 0, got {weight_decay!r}")
+        raise ArgumentError(f"`weight_decay` must be a finite number >= 0, got {weight_decay!r}")
     if not isinstance(prefix, str):
-        raise ValueError(f"`prefix` must be a str, got {prefix!r}")
+        raise ArgumentError(f"`prefix` must be a str, got {prefix!r}")
     excluded = no_decay_parameters(module, skip=skip)
     decay, no_decay = [], []
     for _, p in module.named_parameters():
