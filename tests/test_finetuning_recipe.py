@@ -22,14 +22,15 @@ def test_transfer_digits_recipe_runs_and_reports(tmp_path):
     assert [r["seed"] for r in rows] == ["0"]
     keys = ["model A (8 classes)", "scratch", "head only", "frozen -> gradual unfreezing"]
     assert list(rows[0])[1:] == keys
-    assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in keys)
-    # model A learned something (8 classes: chance is 0.125)
+    # model A learned something (8 classes: chance is 0.125); every task-B model beats chance (2 classes: 0.5)
+    # by a wide margin (measured: 0.94 scratch, 0.82 head only, 0.84 gradual at these settings)
     assert float(rows[0]["model A (8 classes)"]) > 0.3
+    assert all(float(rows[0][k]) > 0.7 for k in keys[1:]), rows
     assert (out / "transfer_digits.png").stat().st_size > 0
     assert "std" in (out / "summary.txt").read_text()
 
     [path] = find_offline_runs(out)
-    run = read_offline_run(path)
+    run = read_offline_run(path, wait=120)
     assert run.config["seeds"] == "1"
     assert run.summary["transfer/summary"]["_type"] == "table-file"
     assert run.summary["transfer/accuracy"]["_type"] == "image-file"
@@ -55,7 +56,9 @@ def test_transfer_digits_recipe_torchvision_backbone_with_user_weights(tmp_path)
             "--unfreeze-at", "1", "--wandb-mode", "disabled", "--out", str(tmp_path / "out")]  # fmt: skip
     [result] = _recipe().main(argv)
     assert list(result) == ["scratch", "head only", "frozen -> gradual unfreezing"]  # no model A training
-    assert all(0.0 <= acc <= 1.0 for acc in result.values())
+    # The "pretrained" backbone here has random weights, so the frozen variants land anywhere between chance and
+    # 0.8 (seen: 0.5 to 0.8); the resnet18 trained from scratch learns the 2-class task (0.96 measured)
+    assert result["scratch"] > 0.8, result
 
 
 def test_transfer_digits_recipe_bad_input(capsys):

@@ -420,3 +420,40 @@ def test_unsafe_split_falls_back_to_full_passes_and_says_so_once():
     torch.testing.assert_close(
         out.mean_probs, mc_predict(model, X, 4, split=False).mean_probs, atol=1e-6, rtol=0
     )
+
+
+_ALPHA_PRIME = -1.7580993408473766  # SELU's negative saturation, what alpha dropout drops a unit to (rescaled)
+
+
+@pytest.mark.parametrize(
+    "cls,shape",
+    [
+        (nn.Dropout1d, (500, 6, 7)),
+        (nn.Dropout2d, (500, 6, 4, 3)),
+        (nn.Dropout3d, (500, 6, 2, 3, 2)),
+        (nn.FeatureAlphaDropout, (500, 6, 4, 3)),
+        (nn.Dropout, (500, 6, 4, 3)),
+        (nn.AlphaDropout, (500, 6, 4, 3)),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_channel_dropout_zeroes_whole_channels(cls, shape):
+    """The channel variants drop whole feature maps (every position of a (sample, channel) together); the element
+    variants drop single elements. An element-wise mask with the right rate passes the statistics test above, so
+    this is what tells a channel dropout from an element dropout."""
+    p = 0.3
+    x = torch.rand(shape) + 1.0  # no element is 0 or the alpha constant by chance
+    out = mc_predict(nn.Sequential(cls(p=p)), x, 1, task="regression").mean
+    if "Alpha" in cls.__name__:
+        a = 1.0 / math.sqrt((_ALPHA_PRIME**2 * p + 1) * (1 - p))
+        dropped = torch.isclose(out, torch.tensor(_ALPHA_PRIME * a * (1 - p)))
+    else:
+        dropped = out == 0
+    per_map = dropped.flatten(2)  # (sample, channel, positions)
+    whole = per_map.all(-1) | ~per_map.any(-1)  # each map entirely dropped or entirely kept
+    if cls in (nn.Dropout, nn.AlphaDropout):
+        assert not bool(whole.all()), "element dropout must not drop whole channels only"
+        assert abs(float(dropped.float().mean()) - p) < 0.02
+    else:
+        assert bool(whole.all()), "a channel dropout dropped part of a channel"
+        assert abs(float(per_map.all(-1).float().mean()) - p) < 0.03, "fraction of channels dropped"
