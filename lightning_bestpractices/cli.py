@@ -8,7 +8,11 @@ What it adds over ``LightningCLI``:
 * **The full config goes to the run.** It is saved as ``config.yaml`` in the run folder and logged as the run's
   config, so ``--print_config`` output and the logged config are the same document.
 * **Bad input stops before training,** with the field and the bad value, as a normal CLI error (exit code 2) rather
-  than a traceback from deep inside instantiation.
+  than a traceback from deep inside instantiation. Only the package's own argument checks
+  (:class:`~lightning_bestpractices.errors.ArgumentError`) count as bad input: any other exception raised while
+  the classes are built is a bug and keeps its traceback.
+* **The process is left as it was found.** ``WANDB_MODE`` is set for the run (DDP ranks launched from this process
+  inherit it) and restored when the CLI returns, so a later run in the same process is not switched off.
 * **A default config per recipe:** ``BestPracticesCLI(..., default_config="configs/moons.yaml")`` makes
   ``python recipes/moons.py fit`` run the recipe as published; any flag still overrides it.
 
@@ -28,6 +32,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from ._logging import run_dir
+from .errors import ArgumentError
 
 __all__ = ["BestPracticesCLI", "LogConfig", "WANDB_MODES"]
 
@@ -84,8 +89,15 @@ class BestPracticesCLI(LightningCLI):
         }
         kwargs.setdefault("seed_everything_default", 42)
         kwargs.setdefault("save_config_callback", LogConfig)
-        super().__init__(model_class, datamodule_class, parser_kwargs=parser_kwargs,
-                         trainer_defaults=trainer_defaults, **kwargs)
+        saved_mode = os.environ.get("WANDB_MODE")
+        try:  # LightningCLI runs the subcommand inside __init__: the run happens in here
+            super().__init__(model_class, datamodule_class, parser_kwargs=parser_kwargs,
+                             trainer_defaults=trainer_defaults, **kwargs)
+        finally:
+            if saved_mode is None:
+                os.environ.pop("WANDB_MODE", None)
+            else:
+                os.environ["WANDB_MODE"] = saved_mode
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
@@ -106,7 +118,7 @@ class BestPracticesCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except (ValueError, TypeError) as err:  # argument validation in our classes: report as a CLI error
+        except ArgumentError as err:  # our argument checks: a CLI error; anything else is a bug, with traceback
             parser = self._parser(self.subcommand) if self.subcommand else self.parser
             parser.error(f"invalid configuration: {err}")
 

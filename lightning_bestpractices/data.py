@@ -19,6 +19,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["TensorLoader", "InMemoryDataModule", "MoonsDataModule", "DigitsDataModule", "VisionDataModule"]
 
 Split = tuple[Tensor, ...]
@@ -62,14 +64,14 @@ class TensorLoader:
         epoch_fn: Callable[[], int] | None = None,
     ) -> None:
         if not tensors:
-            raise ValueError("`tensors` must hold at least one tensor, got an empty sequence")
+            raise ArgumentError("`tensors` must hold at least one tensor, got an empty sequence")
         n = tensors[0].shape[0]
         if any(t.shape[0] != n for t in tensors):
-            raise ValueError(f"`tensors` must share their first dimension, got {[tuple(t.shape) for t in tensors]}")
+            raise ArgumentError(f"`tensors` must share their first dimension, got {[tuple(t.shape) for t in tensors]}")
         if batch_size < 1:
-            raise ValueError(f"`batch_size` must be >= 1, got {batch_size!r}")
+            raise ArgumentError(f"`batch_size` must be >= 1, got {batch_size!r}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"`rank` must be in [0, world_size={world_size}), got {rank!r}")
+            raise ArgumentError(f"`rank` must be in [0, world_size={world_size}), got {rank!r}")
         self.tensors = tuple(tensors)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -157,9 +159,9 @@ class InMemoryDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"`batch_size` must be >= 1, got {batch_size!r}")
+            raise ArgumentError(f"`batch_size` must be >= 1, got {batch_size!r}")
         if eval_batch_size is not None and eval_batch_size < 1:
-            raise ValueError(f"`eval_batch_size` must be >= 1, got {eval_batch_size!r}")
+            raise ArgumentError(f"`eval_batch_size` must be >= 1, got {eval_batch_size!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.shuffle = shuffle
@@ -185,7 +187,7 @@ class InMemoryDataModule(L.LightningDataModule):
     def _loader(self, split: str, *, train: bool) -> TensorLoader:
         tensors = self.splits.get(split)
         if tensors is None:
-            raise ValueError(f"{type(self).__name__} has no `{split}` split")
+            raise ArgumentError(f"{type(self).__name__} has no `{split}` split")
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return TensorLoader(
@@ -239,9 +241,9 @@ class MoonsDataModule(InMemoryDataModule):
         super().__init__(batch_size=batch_size, seed=seed, drop_last=drop_last)
         for name, value in (("n_train", n_train), ("n_val", n_val)):
             if value < 2:
-                raise ValueError(f"`{name}` must be >= 2, got {value!r}")
+                raise ArgumentError(f"`{name}` must be >= 2, got {value!r}")
         if noise < 0:
-            raise ValueError(f"`noise` must be >= 0, got {noise!r}")
+            raise ArgumentError(f"`noise` must be >= 0, got {noise!r}")
         self.n_train, self.n_val, self.noise = n_train, n_val, noise
 
     def _draw(self, n: int, seed: int) -> Split:
@@ -289,14 +291,14 @@ class DigitsDataModule(InMemoryDataModule):
         if classes is not None:
             bad = [c for c in classes if not 0 <= int(c) <= 9]
             if bad or len(set(classes)) != len(classes) or len(classes) < 2:
-                raise ValueError(f"`classes` must be >= 2 distinct digits in 0..9, got {classes!r}")
+                raise ArgumentError(f"`classes` must be >= 2 distinct digits in 0..9, got {classes!r}")
         for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0 <= frac < 1:
-                raise ValueError(f"`{name}` must be in [0, 1), got {frac!r}")
+                raise ArgumentError(f"`{name}` must be in [0, 1), got {frac!r}")
         if val_fraction + test_fraction >= 1:
-            raise ValueError(f"`val_fraction + test_fraction` must be < 1, got {val_fraction + test_fraction!r}")
+            raise ArgumentError(f"`val_fraction + test_fraction` must be < 1, got {val_fraction + test_fraction!r}")
         if train_limit is not None and train_limit < 1:
-            raise ValueError(f"`train_limit` must be >= 1, got {train_limit!r}")
+            raise ArgumentError(f"`train_limit` must be >= 1, got {train_limit!r}")
         self.classes = list(classes) if classes is not None else None
         self.image = image
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
@@ -375,11 +377,11 @@ class VisionDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if name not in self.NAMES:
-            raise ValueError(f"`name` must be one of {self.NAMES}, got {name!r}")
+            raise ArgumentError(f"`name` must be one of {self.NAMES}, got {name!r}")
         if batch_size < 1:
-            raise ValueError(f"`batch_size` must be >= 1, got {batch_size!r}")
+            raise ArgumentError(f"`batch_size` must be >= 1, got {batch_size!r}")
         if val_size < 0:
-            raise ValueError(f"`val_size` must be >= 0, got {val_size!r}")
+            raise ArgumentError(f"`val_size` must be >= 0, got {val_size!r}")
         self.save_hyperparameters()
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
 

@@ -21,6 +21,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
+from lightning_bestpractices.errors import ArgumentError
+
 from ._logging import format_table, log_figure, log_table
 from .initialization.core import WEIGHT_LAYERS
 
@@ -97,7 +99,7 @@ def depth_statistics(
     """
     types = tuple(layer_types) if layer_types is not None else WEIGHT_LAYERS
     if not types or not all(isinstance(t, type) for t in types):
-        raise ValueError(f"`layer_types` must be a non-empty sequence of module classes, got {layer_types!r}")
+        raise ArgumentError(f"`layer_types` must be a non-empty sequence of module classes, got {layer_types!r}")
     names = {id(m): n for n, m in model.named_modules()}
     outputs: list[tuple[str, torch.Tensor, nn.Module]] = []
 
@@ -107,7 +109,7 @@ def depth_statistics(
 
     targets = [m for m in model.modules() if isinstance(m, types)]
     if not targets:
-        raise ValueError(f"`model` has no layers of types {[t.__name__ for t in types]} to record")
+        raise ArgumentError(f"`model` has no layers of types {[t.__name__ for t in types]} to record")
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
     handles = [m.register_forward_hook(hook) for m in targets]
     try:
@@ -203,9 +205,9 @@ class DepthDiagnostics(L.Callback):
         if every_n_steps is not None and (
             not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1
         ):
-            raise ValueError(f"`every_n_steps` must be an int >= 1 or None, got {every_n_steps!r}")
+            raise ArgumentError(f"`every_n_steps` must be an int >= 1 or None, got {every_n_steps!r}")
         if not callable(batch_to_input):
-            raise ValueError(f"`batch_to_input` must be callable, got {batch_to_input!r}")
+            raise ArgumentError(f"`batch_to_input` must be callable, got {batch_to_input!r}")
         self.every_n_steps = every_n_steps
         self.loss_fn = loss_fn
         self.layer_types = layer_types

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["BufferedLRMonitor"]
 
 
@@ -43,9 +45,9 @@ class BufferedLRMonitor(LearningRateMonitor):
         flush_every: int = 256,
     ) -> None:
         if logging_interval not in (None, "step", "epoch"):
-            raise ValueError(f"`logging_interval` must be 'step', 'epoch' or None, got {logging_interval!r}")
+            raise ArgumentError(f"`logging_interval` must be 'step', 'epoch' or None, got {logging_interval!r}")
         if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
-            raise ValueError(f"`flush_every` must be an int >= 1, got {flush_every!r}")
+            raise ArgumentError(f"`flush_every` must be an int >= 1, got {flush_every!r}")
         super().__init__(logging_interval=logging_interval, log_momentum=log_momentum,
                          log_weight_decay=log_weight_decay)
         self.flush_every = flush_every

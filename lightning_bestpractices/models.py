@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["MLP", "SmallCNN"]
 
 _NORMS = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm, "none": None}
@@ -23,7 +25,7 @@ _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Ta
 
 def _check_dropout(dropout: float) -> None:
     if not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}")
+        raise ArgumentError(f"`dropout` must be in [0, 1), got {dropout!r}")
 
 
 class MLP(nn.Module):
@@ -53,14 +55,14 @@ class MLP(nn.Module):
         super().__init__()
         hidden = list(hidden)
         if not hidden:
-            raise ValueError(f"`hidden` must list at least one width, got {hidden!r}")
+            raise ArgumentError(f"`hidden` must list at least one width, got {hidden!r}")
         if any(int(h) < 1 for h in hidden):
-            raise ValueError(f"`hidden` widths must be >= 1, got {hidden!r}")
+            raise ArgumentError(f"`hidden` widths must be >= 1, got {hidden!r}")
         _check_dropout(dropout)
         if norm not in _NORMS:
-            raise ValueError(f"`norm` must be one of {sorted(_NORMS)}, got {norm!r}")
+            raise ArgumentError(f"`norm` must be one of {sorted(_NORMS)}, got {norm!r}")
         if activation not in _ACTIVATIONS:
-            raise ValueError(f"`activation` must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+            raise ArgumentError(f"`activation` must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
@@ -120,7 +122,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         channels = list(channels)
         if not channels:
-            raise ValueError(f"`channels` must list at least one width, got {channels!r}")
+            raise ArgumentError(f"`channels` must list at least one width, got {channels!r}")
         _check_dropout(dropout)
         blocks: list[nn.Module] = []
         width = in_channels

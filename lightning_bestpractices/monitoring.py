@@ -13,6 +13,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["RankParity", "max_rank_difference"]
 
 
@@ -54,11 +56,11 @@ class RankParity(L.Callback):
         tolerance: float = 0.0,
     ) -> None:
         if every_n_epochs is not None and every_n_epochs < 1:
-            raise ValueError(f"`every_n_epochs` must be >= 1 or None, got {every_n_epochs!r}")
+            raise ArgumentError(f"`every_n_epochs` must be >= 1 or None, got {every_n_epochs!r}")
         if on_mismatch not in ("warn", "raise"):
-            raise ValueError(f"`on_mismatch` must be 'warn' or 'raise', got {on_mismatch!r}")
+            raise ArgumentError(f"`on_mismatch` must be 'warn' or 'raise', got {on_mismatch!r}")
         if tolerance < 0:
-            raise ValueError(f"`tolerance` must be >= 0, got {tolerance!r}")
+            raise ArgumentError(f"`tolerance` must be >= 0, got {tolerance!r}")
         self.every_n_epochs = every_n_epochs
         self.on_mismatch = on_mismatch
         self.tolerance = tolerance

@@ -6,6 +6,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lightning_bestpractices.errors import ArgumentError
+
 from ._logging import log_figure
 
 __all__ = ["DecisionBoundary", "plot_decision_boundary"]
@@ -25,7 +27,7 @@ def plot_decision_boundary(model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
     import matplotlib.pyplot as plt
 
     if x.ndim != 2 or x.shape[1] != 2:
-        raise ValueError(f"`x` must have shape (n, 2), got {tuple(x.shape)}")
+        raise ArgumentError(f"`x` must have shape (n, 2), got {tuple(x.shape)}")
     x, y = x.detach().float().cpu(), y.detach().cpu().view(-1)
     lo, hi = x.min(0).values - 0.5, x.max(0).values + 0.5
     gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], resolution), torch.linspace(lo[1], hi[1], resolution),

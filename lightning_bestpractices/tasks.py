@@ -16,6 +16,8 @@ import torch
 import torchmetrics
 from torch import nn
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["Classifier"]
 
 
@@ -59,18 +61,18 @@ class Classifier(L.LightningModule):
     ) -> None:
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"`num_classes` must be >= 2, got {num_classes!r}")
+            raise ArgumentError(f"`num_classes` must be >= 2, got {num_classes!r}")
         if not lr > 0:
-            raise ValueError(f"`lr` must be > 0, got {lr!r}")
+            raise ArgumentError(f"`lr` must be > 0, got {lr!r}")
         if not weight_decay >= 0:
-            raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
+            raise ArgumentError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
         if cosine_epochs is not None and cosine_epochs < 0:
-            raise ValueError(f"`cosine_epochs` must be >= 0, got {cosine_epochs!r}")
+            raise ArgumentError(f"`cosine_epochs` must be >= 0, got {cosine_epochs!r}")
         if metric_update_every < 1:
-            raise ValueError(f"`metric_update_every` must be >= 1, got {metric_update_every!r}")
+            raise ArgumentError(f"`metric_update_every` must be >= 1, got {metric_update_every!r}")
         task = task or ("binary" if num_classes == 2 else "multiclass")
         if task not in ("binary", "multiclass"):
-            raise ValueError(f"`task` must be 'binary' or 'multiclass', got {task!r}")
+            raise ArgumentError(f"`task` must be 'binary' or 'multiclass', got {task!r}")
         self.save_hyperparameters(ignore=["net"])  # for the logger and checkpoint; the code reads the attributes below
         # Plain attributes, not self.hparams: a subclass that calls save_hyperparameters() replaces hparams with its
         # own arguments, and the settings must not disappear with them.

@@ -6,6 +6,7 @@ import importlib.util
 import os
 
 import pytest
+import torch
 from conftest import ROOT
 
 from lightning_bestpractices.wandb_offline import find_offline_runs
@@ -76,8 +77,9 @@ def test_other_loggers_and_wandb_modes(moons, tmp_path):
     assert cli.trainer.logger.__class__.__name__ == "CSVLogger"
     assert not find_offline_runs(tmp_path)
 
+    before = os.environ.get("WANDB_MODE")
     moons.main(["fit", *short, "--wandb_mode=disabled"])
-    assert os.environ["WANDB_MODE"] == "disabled"
+    assert os.environ.get("WANDB_MODE") == before, "the CLI restores the WANDB_MODE it set for the run"
     assert not find_offline_runs(tmp_path), "disabled mode writes no run"
 
 
@@ -94,3 +96,39 @@ def test_validate_test_predict_from_a_fit_checkpoint(moons, tmp_path):
     assert 0.5 < float(test.trainer.callback_metrics["test/acc"]) <= 1.0
     pred = moons.main(["predict", *quiet, f"--ckpt_path={ckpt}"])
     assert pred.trainer.state.finished and pred.trainer.predicting is False
+    probs = torch.cat(pred.trainer.predict_loop.predictions)  # the predict split of moons is its val split
+    x, y = pred.datamodule.splits["predict"] or pred.datamodule.splits["val"]
+    assert probs.shape == y.shape and bool(((probs >= 0) & (probs <= 1)).all())
+    with torch.no_grad():
+        expected = torch.sigmoid(pred.model.eval()(x).float())  # the checkpoint's weights, applied directly
+    torch.testing.assert_close(probs, expected)
+    pred_acc = ((probs > 0.5).float() == y).float().mean().item()
+    assert pred_acc == pytest.approx(fit_acc, abs=1e-6), "predictions score what validation scored"
+
+
+def test_a_bug_in_a_class_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only the package's argument checks are configuration errors; an ordinary TypeError is a bug."""
+    import lightning as L
+
+    from lightning_bestpractices import BestPracticesCLI, MoonsDataModule
+    from lightning_bestpractices.errors import ArgumentError
+
+    monkeypatch.chdir(tmp_path)
+
+    class Buggy(L.LightningModule):
+        def __init__(self, width: int = 2) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(width, None)  # a bug: None is no size
+
+    with pytest.raises(TypeError) as err:
+        BestPracticesCLI(Buggy, MoonsDataModule, args=["fit", "--wandb_mode=disabled"])
+    assert not isinstance(err.value, ArgumentError)
+
+    class Checked(Buggy):
+        def __init__(self, width: int = 2) -> None:
+            L.LightningModule.__init__(self)
+            raise ArgumentError(f"`width` must be >= 3, got {width!r}")
+
+    with pytest.raises(SystemExit) as exc:
+        BestPracticesCLI(Checked, MoonsDataModule, args=["fit", "--wandb_mode=disabled"])
+    assert exc.value.code == 2

@@ -31,6 +31,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
+from lightning_bestpractices.errors import ArgumentError
+
 from ..normalization import no_decay_parameters
 from .groups import GroupSpec, LayerGroup, freeze_group, group_parameters, layer_groups, unfreeze_group
 from .param_groups import add_param_group, drop_frozen_parameters, group_index_of, scale_group_lr
@@ -45,29 +47,29 @@ def _check_positive(name: str, value: Any) -> float:
         or not math.isfinite(value)
         or value <= 0
     ):
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+        raise ArgumentError(f"`{name}` must be a finite number > 0, got {value!r}")
     return float(value)
 
 
 def _check_milestones(unfreeze_at: Any) -> tuple[int | float, ...]:
     points = (unfreeze_at,) if isinstance(unfreeze_at, (int, float)) else tuple(unfreeze_at)
     if not points:
-        raise ValueError("`unfreeze_at` must list at least one epoch or fraction, got an empty sequence")
+        raise ArgumentError("`unfreeze_at` must list at least one epoch or fraction, got an empty sequence")
     if any(isinstance(p, bool) or not isinstance(p, (int, float)) for p in points):
-        raise ValueError(f"`unfreeze_at` must hold ints (epochs) or floats (fractions), got {unfreeze_at!r}")
+        raise ArgumentError(f"`unfreeze_at` must hold ints (epochs) or floats (fractions), got {unfreeze_at!r}")
     ints = all(isinstance(p, int) for p in points)
     if not ints and not all(isinstance(p, float) for p in points):
-        raise ValueError(
+        raise ArgumentError(
             f"`unfreeze_at` must be all epochs (int) or all fractions (float), got {unfreeze_at!r}"
         )
     if ints and points[0] < 1:
-        raise ValueError(
+        raise ArgumentError(
             f"`unfreeze_at` epochs must be >= 1 (epoch 0 trains the head alone), got {unfreeze_at!r}"
         )
     if not ints and not all(0 < p < 1 for p in points):
-        raise ValueError(f"`unfreeze_at` fractions of training must be in (0, 1), got {unfreeze_at!r}")
+        raise ArgumentError(f"`unfreeze_at` fractions of training must be in (0, 1), got {unfreeze_at!r}")
     if any(b <= a for a, b in zip(points, points[1:])):
-        raise ValueError(f"`unfreeze_at` must be strictly increasing, got {unfreeze_at!r}")
+        raise ArgumentError(f"`unfreeze_at` must be strictly increasing, got {unfreeze_at!r}")
     return points
 
 
@@ -141,23 +143,23 @@ class GradualUnfreezing(Callback):
             else tuple(groups_per_unfreeze)
         )
         if len(counts) != len(self.unfreeze_at):
-            raise ValueError(
+            raise ArgumentError(
                 f"`groups_per_unfreeze` must be one int or one per `unfreeze_at` point "
                 f"({len(self.unfreeze_at)}), got {groups_per_unfreeze!r}"
             )
         if any(isinstance(c, bool) or not isinstance(c, int) or (c < 1 and c != -1) for c in counts):
-            raise ValueError(
+            raise ArgumentError(
                 f"`groups_per_unfreeze` entries must be ints >= 1 or -1 (all), got {groups_per_unfreeze!r}"
             )
         if -1 in counts[:-1]:
-            raise ValueError(
+            raise ArgumentError(
                 f"`groups_per_unfreeze` may use -1 (all remaining) only last, got {groups_per_unfreeze!r}"
             )
         self.groups_per_unfreeze = counts
         self.lr_factor = _check_positive("lr_factor", lr_factor)
         self.lr_reduction = _check_positive("lr_reduction", lr_reduction)
         if weight_decay is not None and (not isinstance(weight_decay, (int, float)) or weight_decay < 0):
-            raise ValueError(f"`weight_decay` must be None or a number >= 0, got {weight_decay!r}")
+            raise ArgumentError(f"`weight_decay` must be None or a number >= 0, got {weight_decay!r}")
         self.weight_decay = weight_decay
         self.groups_spec = groups
         self.head = head
@@ -191,7 +193,7 @@ class GradualUnfreezing(Callback):
         if isinstance(strategy, DeepSpeedStrategy) or not isinstance(
             strategy, (SingleDeviceStrategy, DDPStrategy)
         ):
-            raise ValueError(
+            raise ArgumentError(
                 f"GradualUnfreezing supports single-device and DDP strategies, got {type(strategy).__name__}"
             )
         self.groups = layer_groups(pl_module, self.groups_spec, self.head)
@@ -199,7 +201,7 @@ class GradualUnfreezing(Callback):
         if isinstance(self.unfreeze_at[0], int) and trainer.max_epochs not in (None, -1):
             late = [e for e in self.unfreeze_at if e >= trainer.max_epochs]
             if late:
-                raise ValueError(
+                raise ArgumentError(
                     f"`unfreeze_at` epochs {late} are out of range: training has max_epochs={trainer.max_epochs} "
                     f"(epochs 0..{trainer.max_epochs - 1})"
                 )
@@ -215,7 +217,7 @@ class GradualUnfreezing(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._loaded_groups is not None and self._loaded_groups != [g.name for g in self.groups]:
-            raise ValueError(
+            raise ArgumentError(
                 f"the checkpoint's layer groups {self._loaded_groups} differ from this model's "
                 f"{[g.name for g in self.groups]}"
             )
@@ -223,20 +225,20 @@ class GradualUnfreezing(Callback):
         # restored from a checkpoint is made identical too
         self.phase = trainer.strategy.broadcast(self.phase)
         if self.phase > len(self.unfreeze_at):
-            raise ValueError(
+            raise ArgumentError(
                 f"the checkpoint is in phase {self.phase} but `unfreeze_at`={list(self.unfreeze_at)} has only "
                 f"{len(self.unfreeze_at)} unfreeze points"
             )
         head_param = next((p for p in group_parameters(pl_module, self.groups)[-1] if p.requires_grad), None)
         if head_param is None:
-            raise ValueError(f"the head {self.groups[-1].name!r} has no trainable parameter")
+            raise ArgumentError(f"the head {self.groups[-1].name!r} has no trainable parameter")
         self._optimizer = None
         for opt in trainer.optimizers:
             drop_frozen_parameters(opt)
             if self._optimizer is None and group_index_of(opt, head_param) is not None:
                 self._optimizer = opt
         if self._optimizer is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"no optimizer holds the head's parameters ({self.groups[-1].name!r}); configure_optimizers must "
                 "include them"
             )
@@ -245,7 +247,7 @@ class GradualUnfreezing(Callback):
         if isinstance(self.unfreeze_at[0], float):
             total = trainer.estimated_stepping_batches
             if not math.isfinite(total):
-                raise ValueError(
+                raise ArgumentError(
                     "`unfreeze_at` fractions need a finite training length (max_epochs or max_steps)"
                 )
             self._steps = [max(1, round(f * total)) for f in self.unfreeze_at]
@@ -283,7 +285,7 @@ class GradualUnfreezing(Callback):
         for count in self.groups_per_unfreeze:
             take = len(frozen) if count == -1 else count
             if take > len(frozen) or take == 0:
-                raise ValueError(
+                raise ArgumentError(
                     f"`groups_per_unfreeze`={list(self.groups_per_unfreeze)} asks for more groups than the "
                     f"{n - 1} frozen ones ({[g.name for g in self.groups[:-1]]})"
                 )

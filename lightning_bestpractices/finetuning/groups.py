@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lightning_bestpractices.errors import ArgumentError
+
 from ..normalization import FrozenBatchNorm, freeze_batchnorm, is_norm, unfreeze_batchnorm
 
 __all__ = [
@@ -115,7 +117,7 @@ def _match(root: nn.Module, pattern: str, what: str) -> list[str]:
     hits = fnmatch.filter(names, pattern)
     if not hits:
         top = [n for n, _ in root.named_children()]
-        raise ValueError(
+        raise ArgumentError(
             f"`{what}` entry {pattern!r} matches no submodule of {type(root).__name__}; top-level modules: {top}"
         )
     return _outermost(hits)
@@ -130,19 +132,19 @@ def _normalize(root: nn.Module, entry, what: str) -> LayerGroup:
     by_id = {id(m): n for n, m in root.named_modules() if n}
     items = [entry] if isinstance(entry, (str, nn.Module)) else list(entry)
     if not items:
-        raise ValueError(f"`{what}` has an empty group")
+        raise ArgumentError(f"`{what}` has an empty group")
     names: list[str] = []
     for item in items:
         if isinstance(item, nn.Module):
             if id(item) not in by_id:
-                raise ValueError(
+                raise ArgumentError(
                     f"`{what}` entry {type(item).__name__} is not a submodule of {type(root).__name__}"
                 )
             names.append(by_id[id(item)])
         elif isinstance(item, str):
             names += _match(root, item, what)
         else:
-            raise ValueError(f"`{what}` entries must be module names, patterns or modules, got {item!r}")
+            raise ArgumentError(f"`{what}` entries must be module names, patterns or modules, got {item!r}")
     label = items[0] if len(items) == 1 and isinstance(items[0], str) else "+".join(names)
     return LayerGroup(label, tuple(_outermost(names)))
 
@@ -170,7 +172,7 @@ def layer_groups(
     accident. A parameter shared by two groups belongs to the one nearer the head.
 
     Raises:
-        ValueError: a name or pattern matches no submodule, the head cannot be found, or fewer than two groups.
+        lightning_bestpractices.errors.ArgumentError: a name or pattern matches no submodule, the head cannot be found, or fewer than two groups.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -180,7 +182,7 @@ def layer_groups(
         ['0+2', '4']
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"`module` must be an nn.Module, got {type(module).__name__}")
+        raise ArgumentError(f"`module` must be an nn.Module, got {type(module).__name__}")
     if groups is None:
         declared = getattr(module, "layer_groups", None)
         if callable(declared) and not isinstance(declared, nn.Module):
@@ -189,20 +191,20 @@ def layer_groups(
             found = _auto(module, "")
     else:
         if isinstance(groups, str) or not isinstance(groups, Sequence):
-            raise ValueError(f"`groups` must be a list of module names/patterns, got {groups!r}")
+            raise ArgumentError(f"`groups` must be a list of module names/patterns, got {groups!r}")
         found = [_normalize(module, e, "groups") for e in groups]
     if head is not None:
         try:
             head_group = _normalize(module, head, "head")
         except ValueError as err:
-            raise ValueError(f"`head` {head!r} cannot be found: {err}") from None
+            raise ArgumentError(f"`head` {head!r} cannot be found: {err}") from None
         found = [
             LayerGroup(g.name, tuple(n for n in g.modules if not _inside(n, head_group.modules)))
             for g in found
         ]
         found = [g for g in found if g.modules] + [head_group]
     if len(found) < 2:
-        raise ValueError(
+        raise ArgumentError(
             f"need at least two layer groups (a body and a head) in {type(module).__name__}, found "
             f"{[g.name for g in found]}; pass `groups=` and `head=` explicitly"
         )

@@ -32,6 +32,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["add_param_group", "scale_group_lr", "drop_frozen_parameters", "group_index_of"]
 
 #: optimizer param-group keys that are learning rates (scaled with the group)
@@ -109,7 +111,7 @@ def _check_scale(name: str, value: float) -> float:
         or not value > 0
         or value == float("inf")
     ):
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+        raise ArgumentError(f"`{name}` must be a finite number > 0, got {value!r}")
     return float(value)
 
 
@@ -183,11 +185,11 @@ def add_param_group(
     lr_scale = _check_scale("lr_scale", lr_scale)
     n = len(optimizer.param_groups)
     if not -n <= like < n:
-        raise ValueError(f"`like` must index one of the optimizer's {n} param groups, got {like!r}")
+        raise ArgumentError(f"`like` must index one of the optimizer's {n} param groups, got {like!r}")
     like %= n
     params = list(params)
     if not params:
-        raise ValueError("`params` is empty")
+        raise ArgumentError("`params` is empty")
     ref = optimizer.param_groups[like]
     attached = _attached(optimizer, schedulers)
     group = {k: v for k, v in ref.items() if k != "params"}
@@ -244,7 +246,7 @@ def scale_group_lr(
     factor = _check_scale("factor", factor)
     n = len(optimizer.param_groups)
     if not -n <= index < n:
-        raise ValueError(f"`index` must index one of the optimizer's {n} param groups, got {index!r}")
+        raise ArgumentError(f"`index` must index one of the optimizer's {n} param groups, got {index!r}")
     group = optimizer.param_groups[index]
     attached = _attached(optimizer, schedulers)
     old = dict(group)

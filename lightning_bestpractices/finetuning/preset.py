@@ -17,6 +17,8 @@ from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import OneCycleLR
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .callback import GradualUnfreezing, _check_positive
 from .groups import GroupSpec
 
@@ -62,7 +64,7 @@ class FineTune(GradualUnfreezing):
         weight_decay: float | None = None,
     ) -> None:
         if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 1:
-            raise ValueError(f"`freeze_epochs` must be an int >= 1, got {freeze_epochs!r}")
+            raise ArgumentError(f"`freeze_epochs` must be an int >= 1, got {freeze_epochs!r}")
         super().__init__(
             unfreeze_at=[freeze_epochs],
             groups_per_unfreeze=-1,
@@ -75,11 +77,11 @@ class FineTune(GradualUnfreezing):
         self.lr = _check_positive("lr", lr)
         self.lr_mult = _check_positive("lr_mult", lr_mult)
         if self.lr_mult < 1:
-            raise ValueError(f"`lr_mult` must be >= 1, got {lr_mult!r}")
+            raise ArgumentError(f"`lr_mult` must be >= 1, got {lr_mult!r}")
         self.unfreeze_lr_scale = _check_positive("unfreeze_lr_scale", unfreeze_lr_scale)
         for name, value in (("pct_start", pct_start), ("freeze_pct_start", freeze_pct_start)):
             if not isinstance(value, (int, float)) or not 0 < value < 1:
-                raise ValueError(f"`{name}` must be in (0, 1), got {value!r}")
+                raise ArgumentError(f"`{name}` must be in (0, 1), got {value!r}")
         self.pct_start, self.freeze_pct_start = float(pct_start), float(freeze_pct_start)
         self.div_factor = _check_positive("div_factor", div_factor)
         self.final_div_factor = _check_positive("final_div_factor", final_div_factor)
@@ -91,20 +93,20 @@ class FineTune(GradualUnfreezing):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit" and (trainer.max_epochs in (None, -1) or trainer.max_epochs <= self.freeze_epochs):
-            raise ValueError(
+            raise ArgumentError(
                 f"FineTune needs `max_epochs` > `freeze_epochs`={self.freeze_epochs}, got max_epochs={trainer.max_epochs}"
             )
         super().setup(trainer, pl_module, stage)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.lr_scheduler_configs:
-            raise ValueError(
+            raise ArgumentError(
                 "FineTune owns the LR schedule: configure_optimizers must return only an optimizer, got "
                 f"{len(trainer.lr_scheduler_configs)} LR scheduler(s)"
             )
         total = trainer.estimated_stepping_batches
         if not math.isfinite(total):
-            raise ValueError("FineTune needs a finite training length (`max_epochs`)")
+            raise ArgumentError("FineTune needs a finite training length (`max_epochs`)")
         self._total_steps = int(total)
         self._phase1_steps = self._total_steps * self.freeze_epochs // trainer.max_epochs
         super().on_fit_start(trainer, pl_module)  # finds the optimizer, rebuilds groups on resume

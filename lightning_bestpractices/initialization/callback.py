@@ -10,6 +10,8 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .._logging import log_table
 from .core import SCHEMES, init_weights
 from .lsuv import lsuv_init
@@ -21,7 +23,7 @@ def _default_batch_to_input(batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         return batch[0]
     if isinstance(batch, dict):
-        raise ValueError("WeightInit got a dict batch: pass `batch_to_input=lambda b: b['<input key>']`")
+        raise ArgumentError("WeightInit got a dict batch: pass `batch_to_input=lambda b: b['<input key>']`")
     return batch
 
 
@@ -68,23 +70,23 @@ class WeightInit(L.Callback):
         log_key: str = "init/report",
     ) -> None:
         if scheme not in (*SCHEMES, "lsuv"):
-            raise ValueError(f"`scheme` must be one of {(*SCHEMES, 'lsuv')}, got {scheme!r}")
+            raise ArgumentError(f"`scheme` must be one of {(*SCHEMES, 'lsuv')}, got {scheme!r}")
         if distribution not in ("normal", "uniform"):
-            raise ValueError(f"`distribution` must be 'normal' or 'uniform', got {distribution!r}")
+            raise ArgumentError(f"`distribution` must be 'normal' or 'uniform', got {distribution!r}")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise ValueError(f"`seed` must be an int or None, got {seed!r}")
+            raise ArgumentError(f"`seed` must be an int or None, got {seed!r}")
         allowed = {"target_std", "tol", "max_iters", "orthogonal_preinit"}
         if lsuv_kwargs is not None and not set(lsuv_kwargs) <= allowed:
-            raise ValueError(f"`lsuv_kwargs` keys must be among {sorted(allowed)}, got {sorted(lsuv_kwargs)}")
+            raise ArgumentError(f"`lsuv_kwargs` keys must be among {sorted(allowed)}, got {sorted(lsuv_kwargs)}")
         for key, value in (
             overrides or {}
         ).items():  # names/patterns are checked against the model at fit start
             if not (callable(value) or value in SCHEMES):
-                raise ValueError(
+                raise ArgumentError(
                     f"`overrides` value for {key!r} must be one of {SCHEMES} or a callable, got {value!r}"
                 )
         if not callable(batch_to_input):
-            raise ValueError(f"`batch_to_input` must be callable, got {batch_to_input!r}")
+            raise ArgumentError(f"`batch_to_input` must be callable, got {batch_to_input!r}")
         self.scheme = scheme
         self.example_input = example_input
         self.overrides = overrides
@@ -129,7 +131,7 @@ class WeightInit(L.Callback):
                 gen = torch.Generator(device=pl_module.device).manual_seed(self.seed)
             if self.scheme == "lsuv":
                 if x is None:
-                    raise ValueError(
+                    raise ArgumentError(
                         "WeightInit('lsuv') needs a batch: pass `example_input` or a train dataloader"
                     )
                 self.report = lsuv_init(pl_module, x, generator=gen, **self.lsuv_kwargs)

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .._logging import format_table
 from ..normalization import FrozenBatchNorm, is_norm
 from ..normalization._trace import Trace, trace_model
@@ -109,28 +111,28 @@ def _validate_overrides(model: nn.Module, overrides: Mapping | None, names: list
     if overrides is None:
         return {}
     if not isinstance(overrides, Mapping):
-        raise ValueError(f"`overrides` must be a mapping, got {type(overrides).__name__}")
+        raise ArgumentError(f"`overrides` must be a mapping, got {type(overrides).__name__}")
     modules = {id(m) for m in model.modules()}
     for key, value in overrides.items():
         if isinstance(value, str):
             if value not in SCHEMES:
-                raise ValueError(
+                raise ArgumentError(
                     f"`overrides` value for {key!r} must be one of {SCHEMES} or a callable, got {value!r}"
                 )
         elif not callable(value):
-            raise ValueError(
+            raise ArgumentError(
                 f"`overrides` value for {key!r} must be a scheme name or a callable, got {value!r}"
             )
         if isinstance(key, str):
             if not any(fnmatch.fnmatchcase(n, key) for n in names):
-                raise ValueError(
+                raise ArgumentError(
                     f"`overrides` name pattern {key!r} matches no layer of {type(model).__name__}"
                 )
         elif isinstance(key, nn.Module):
             if id(key) not in modules:
-                raise ValueError(f"`overrides` module {type(key).__name__} is not part of the model")
+                raise ArgumentError(f"`overrides` module {type(key).__name__} is not part of the model")
         elif not isinstance(key, type):
-            raise ValueError(f"`overrides` keys must be a type, a name pattern or a module, got {key!r}")
+            raise ArgumentError(f"`overrides` keys must be a type, a name pattern or a module, got {key!r}")
     return dict(overrides)
 
 
@@ -230,17 +232,17 @@ def init_weights(
         [('a', 'gelu', 'kaiming'), ('b', 'tanh', 'xavier'), ('c', 'none', 'xavier')]
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"`module` must be an nn.Module, got {type(module).__name__}")
+        raise ArgumentError(f"`module` must be an nn.Module, got {type(module).__name__}")
     if scheme not in SCHEMES:
-        raise ValueError(f"`scheme` must be one of {SCHEMES}, got {scheme!r}")
+        raise ArgumentError(f"`scheme` must be one of {SCHEMES}, got {scheme!r}")
     if distribution not in ("normal", "uniform"):
-        raise ValueError(f"`distribution` must be 'normal' or 'uniform', got {distribution!r}")
+        raise ArgumentError(f"`distribution` must be 'normal' or 'uniform', got {distribution!r}")
     for arg, value in (("normal_std", normal_std), ("trunc_std", trunc_std)):
         if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-            raise ValueError(f"`{arg}` must be a finite number > 0, got {value!r}")
+            raise ArgumentError(f"`{arg}` must be a finite number > 0, got {value!r}")
     for n, p in module.named_parameters():
         if isinstance(p, nn.parameter.UninitializedParameter):
-            raise ValueError(f"parameter {n!r} is uninitialized (lazy module): run one forward pass first")
+            raise ArgumentError(f"parameter {n!r} is uninitialized (lazy module): run one forward pass first")
 
     targets: list[tuple[str, nn.Module]] = []
     inside_mha: set[int] = set()
@@ -269,7 +271,7 @@ def init_weights(
         method = "execution trace"
     else:
         if zero_init_residual:
-            raise ValueError(
+            raise ArgumentError(
                 "`zero_init_residual=True` needs `example_input` (the residual adds are found by tracing)"
             )
         needs_act = scheme in ("auto", "kaiming", "xavier", "orthogonal") and layers
@@ -303,7 +305,7 @@ def _trace_eval(module: nn.Module, example_input: Any) -> Trace:
         return trace_model(module, example_input)
     except (RuntimeError, TypeError, ValueError) as err:
         shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input)
-        raise ValueError(
+        raise ArgumentError(
             f"`example_input` ({shape}) does not run through {type(module).__name__}: {err}"
         ) from err
     finally:

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .._logging import format_table
 from .core import WEIGHT_LAYERS
 
@@ -85,7 +87,7 @@ def lsuv_init(
         generator: RNG for the orthogonal pre-init.
 
     Raises:
-        ValueError: if the model has no Linear/Conv layers, the batch is too small, or it does not fit the model.
+        lightning_bestpractices.errors.ArgumentError: if the model has no Linear/Conv layers, the batch is too small, or it does not fit the model.
 
     Example:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -96,17 +98,17 @@ def lsuv_init(
         (True, ['0', '2', '4'])
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"`module` must be an nn.Module, got {type(module).__name__}")
+        raise ArgumentError(f"`module` must be an nn.Module, got {type(module).__name__}")
     if not (isinstance(target_std, (int, float)) and target_std > 0 and math.isfinite(target_std)):
-        raise ValueError(f"`target_std` must be a finite number > 0, got {target_std!r}")
+        raise ArgumentError(f"`target_std` must be a finite number > 0, got {target_std!r}")
     if not (isinstance(tol, (int, float)) and 0 < tol < target_std):
-        raise ValueError(f"`tol` must be in (0, target_std), got {tol!r}")
+        raise ArgumentError(f"`tol` must be in (0, target_std), got {tol!r}")
     if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 1:
-        raise ValueError(f"`max_iters` must be an int >= 1, got {max_iters!r}")
+        raise ArgumentError(f"`max_iters` must be an int >= 1, got {max_iters!r}")
     names = {id(m): n for n, m in module.named_modules()}
     layers = [m for m in module.modules() if isinstance(m, WEIGHT_LAYERS)]
     if not layers:
-        raise ValueError(
+        raise ArgumentError(
             f"lsuv_init found no Linear/Conv layers in {type(module).__name__}: nothing to initialize"
         )
     first = next(iter(module.parameters()))
@@ -116,9 +118,9 @@ def lsuv_init(
         else [b for b in _flat(batch) if isinstance(b, torch.Tensor)]
     )
     if not tensors:
-        raise ValueError(f"`batch` must be a tensor or contain tensors, got {type(batch).__name__}")
+        raise ArgumentError(f"`batch` must be a tensor or contain tensors, got {type(batch).__name__}")
     if tensors[0].dim() == 0 or tensors[0].shape[0] < 2:
-        raise ValueError(
+        raise ArgumentError(
             f"`batch` needs at least 2 samples to measure a std, got shape {tuple(tensors[0].shape)}"
         )
     batch = _to(batch, first.device, first.dtype)
@@ -139,7 +141,7 @@ def lsuv_init(
                 _call(module, batch)
             except (RuntimeError, TypeError, ValueError) as err:
                 shape = tuple(tensors[0].shape)
-                raise ValueError(
+                raise ArgumentError(
                     f"`batch` of shape {shape} does not fit {type(module).__name__}: {err}"
                 ) from err
             for h in handles:

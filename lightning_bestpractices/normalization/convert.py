@@ -13,6 +13,8 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .frozen import FrozenBatchNorm
 
 __all__ = ["batchnorm_to_groupnorm", "batchnorm_to_syncbn", "group_count"]
@@ -43,9 +45,9 @@ def batchnorm_to_groupnorm(module: nn.Module, num_groups: int = 32, *, eps: floa
         GroupNorm(24, 48, eps=1e-05, affine=True, bias=True)
     """
     if not isinstance(num_groups, int) or isinstance(num_groups, bool) or num_groups < 1:
-        raise ValueError(f"`num_groups` must be a positive int, got {num_groups!r}")
+        raise ArgumentError(f"`num_groups` must be a positive int, got {num_groups!r}")
     if eps is not None and not eps > 0:
-        raise ValueError(f"`eps` must be > 0, got {eps!r}")
+        raise ArgumentError(f"`eps` must be > 0, got {eps!r}")
 
     def convert(bn: nn.Module) -> nn.GroupNorm:
         c = bn.num_features
@@ -75,5 +77,5 @@ def batchnorm_to_syncbn(module: nn.Module, process_group=None) -> nn.Module:
         'SyncBatchNorm'
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"`module` must be an nn.Module, got {type(module).__name__}")
+        raise ArgumentError(f"`module` must be an nn.Module, got {type(module).__name__}")
     return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)

@@ -18,6 +18,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .._logging import format_table
 from ._trace import trace_model
 from .frozen import FrozenBatchNorm
@@ -79,7 +81,7 @@ def fold_batchnorm(
         ``(folded_model, report)``. Eval outputs match the original within float32 rounding (~1e-6 relative).
 
     Raises:
-        ValueError: if ``model`` or any BatchNorm in it is in train mode.
+        lightning_bestpractices.errors.ArgumentError: if ``model`` or any BatchNorm in it is in train mode.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
@@ -94,13 +96,13 @@ def fold_batchnorm(
         [('0', '1')]
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
+        raise ArgumentError(f"`model` must be an nn.Module, got {type(model).__name__}")
     training = [
         n or type(model).__name__ for n, m in model.named_modules() if isinstance(m, _BN) and m.training
     ]
     if model.training or training:
         where = f" (BatchNorm in train mode: {', '.join(training[:5])})" if training else ""
-        raise ValueError(
+        raise ArgumentError(
             f"fold_batchnorm needs `model` in eval mode, got model.training={model.training}{where}; "
             "call model.eval() first: folding uses the running statistics"
         )

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["FrozenBatchNorm", "freeze_batchnorm", "unfreeze_batchnorm"]
 
 
@@ -59,11 +61,11 @@ class FrozenBatchNorm(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
-            raise ValueError(f"`num_features` must be a positive int, got {num_features!r}")
+            raise ArgumentError(f"`num_features` must be a positive int, got {num_features!r}")
         if not eps > 0:
-            raise ValueError(f"`eps` must be > 0, got {eps!r}")
+            raise ArgumentError(f"`eps` must be > 0, got {eps!r}")
         if not (isinstance(original_cls, type) and issubclass(original_cls, _BatchNorm)):
-            raise ValueError(f"`original_cls` must be a BatchNorm class, got {original_cls!r}")
+            raise ArgumentError(f"`original_cls` must be a BatchNorm class, got {original_cls!r}")
         self.num_features = num_features
         self.eps = float(eps)
         self.affine = affine
@@ -85,13 +87,13 @@ class FrozenBatchNorm(nn.Module):
     def from_batchnorm(cls, bn: _BatchNorm, *, train_affine: bool = False) -> FrozenBatchNorm:
         """Build a frozen copy of ``bn`` that *shares* its parameter and buffer objects (no data is copied)."""
         if not isinstance(bn, _BatchNorm):
-            raise TypeError(f"`bn` must be a BatchNorm module, got {type(bn).__name__}")
+            raise ArgumentError(f"`bn` must be a BatchNorm module, got {type(bn).__name__}")
         if bn.running_mean is None or bn.running_var is None:
-            raise ValueError(
+            raise ArgumentError(
                 f"cannot freeze {bn!r}: it has `track_running_stats=False`, so there are no running statistics"
             )
         if isinstance(bn.weight, nn.parameter.UninitializedParameter):
-            raise ValueError(f"cannot freeze {bn!r}: it is a lazy module that has not run yet")
+            raise ArgumentError(f"cannot freeze {bn!r}: it is a lazy module that has not run yet")
         original_cls = type(bn)
         frozen = cls(
             bn.num_features,
@@ -145,7 +147,7 @@ class FrozenBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2 or x.shape[1] != self.num_features:
-            raise ValueError(
+            raise ArgumentError(
                 f"FrozenBatchNorm({self.num_features}) expects input of shape (N, {self.num_features}, *), "
                 f"got {tuple(x.shape)}"
             )
@@ -175,7 +177,7 @@ def freeze_batchnorm(module: nn.Module, *, train_affine: bool = False) -> nn.Mod
         'BatchNorm2d'
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"`module` must be an nn.Module, got {type(module).__name__}")
+        raise ArgumentError(f"`module` must be an nn.Module, got {type(module).__name__}")
     if isinstance(module, _BatchNorm):
         return FrozenBatchNorm.from_batchnorm(module, train_affine=train_affine)
     for name, child in list(module.named_children()):
@@ -193,7 +195,7 @@ def unfreeze_batchnorm(module: nn.Module) -> nn.Module:
     ``module`` (or the replacement, if ``module`` itself is a :class:`FrozenBatchNorm`).
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"`module` must be an nn.Module, got {type(module).__name__}")
+        raise ArgumentError(f"`module` must be an nn.Module, got {type(module).__name__}")
     if isinstance(module, FrozenBatchNorm):
         return module.to_batchnorm()
     for name, child in list(module.named_children()):

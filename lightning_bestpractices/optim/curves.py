@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 from torch.optim.lr_scheduler import OneCycleLR
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["CosineFactor", "CosineWarmupFactor", "RestartsFactor", "OneCycle"]
 
 
@@ -102,7 +104,7 @@ class RestartsFactor:
         bounds = [round(total * sum(weights[: k + 1]) / sum(weights)) for k in range(cycles)]
         lengths = [b - a for a, b in zip([0, *bounds[:-1]], bounds)]
         if min(lengths) < 1:
-            raise ValueError(f"{cycles} restart cycles do not fit into {total} decay steps")
+            raise ArgumentError(f"{cycles} restart cycles do not fit into {total} decay steps")
         return lengths
 
 
@@ -143,12 +145,12 @@ class OneCycle(OneCycleLR):
         last_epoch: int = -1,
     ) -> None:
         if any(s not in ("linear", "cos") for s in shapes) or len(shapes) != 2:
-            raise ValueError(f"`shapes` must be two of 'linear'/'cos', got {shapes!r}")
+            raise ArgumentError(f"`shapes` must be two of 'linear'/'cos', got {shapes!r}")
         if total_steps < 2:
-            raise ValueError(f"1cycle needs at least 2 optimizer steps, got {total_steps!r}")
+            raise ArgumentError(f"1cycle needs at least 2 optimizer steps, got {total_steps!r}")
         peak = pct_start * (total_steps - 1) if peak_step is None else float(peak_step)
         if not 0.0 <= peak < total_steps - 1:
-            raise ValueError(f"the 1cycle peak must lie in [0, {total_steps - 1}), got step {peak:g}")
+            raise ArgumentError(f"the 1cycle peak must lie in [0, {total_steps - 1}), got step {peak:g}")
         self.shapes = tuple(shapes)
         self.peak_step = peak
         super().__init__(

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .lamb import Lamb
 
 __all__ = ["OPTIMIZERS", "OptimizerEntry", "create_optimizer", "list_optimizers", "build_param_groups"]
@@ -67,9 +69,9 @@ def list_optimizers() -> list[str]:
 
 def _check_number(name: str, value: Any, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {value!r}")
+        raise ArgumentError(f"`{name}` must be a finite number, got {value!r}")
     if value < 0 or (positive and value == 0):
-        raise ValueError(f"`{name}` must be {'> 0' if positive else '>= 0'}, got {value!r}")
+        raise ArgumentError(f"`{name}` must be {'> 0' if positive else '>= 0'}, got {value!r}")
     return float(value)
 
 
@@ -102,7 +104,7 @@ def build_param_groups(
         try:
             model.get_submodule(prefix)
         except AttributeError:
-            raise ValueError(
+            raise ArgumentError(
                 f"`lr_multipliers` key {prefix!r} is not a submodule of {type(model).__name__}"
             ) from None
     skip = tuple(no_decay_skip)
@@ -153,7 +155,7 @@ def create_optimizer(
         kwargs: optimizer options (``momentum``, ``betas``, ``eps`` ...) over the registry defaults.
 
     Raises:
-        ValueError: unknown name, negative ``lr``/``weight_decay``, a non-positive multiplier, an unknown prefix.
+        lightning_bestpractices.errors.ArgumentError: unknown name, negative ``lr``/``weight_decay``, a non-positive multiplier, an unknown prefix.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3), nn.Linear(3, 1))
@@ -163,19 +165,19 @@ def create_optimizer(
         >>> create_optimizer(net, "adamw2")
         Traceback (most recent call last):
         ...
-        ValueError: unknown optimizer 'adamw2'; choose one of ['adagrad', 'adam', 'adamax', 'adamw', 'lamb', 'momentum', 'nadam', 'nesterov', 'radam', 'rmsprop', 'sgd'] or pass an Optimizer class
+        lightning_bestpractices.errors.ArgumentError: unknown optimizer 'adamw2'; choose one of ['adagrad', 'adam', 'adamax', 'adamw', 'lamb', 'momentum', 'nadam', 'nesterov', 'radam', 'rmsprop', 'sgd'] or pass an Optimizer class
     """
     if isinstance(name, str):
         key = name.lower()
         if key not in OPTIMIZERS:
-            raise ValueError(
+            raise ArgumentError(
                 f"unknown optimizer {name!r}; choose one of {list_optimizers()} or pass an Optimizer class"
             )
         entry = OPTIMIZERS[key]
     elif isinstance(name, type) and issubclass(name, Optimizer):
         entry = OptimizerEntry(name)
     else:
-        raise ValueError(f"`name` must be a registry name or an Optimizer class, got {name!r}")
+        raise ArgumentError(f"`name` must be a registry name or an Optimizer class, got {name!r}")
     lr = _check_number("lr", lr)
     weight_decay = _check_number("weight_decay", weight_decay)
     if isinstance(model, nn.Module):
@@ -184,12 +186,12 @@ def create_optimizer(
         )
     else:
         if lr_multipliers:
-            raise ValueError(
+            raise ArgumentError(
                 "`lr_multipliers` needs a module; with explicit groups set 'lr_multiplier' per group"
             )
         items = list(model)
         if not items:
-            raise ValueError("`model` has no parameters")
+            raise ArgumentError("`model` has no parameters")
         if isinstance(items[0], dict):
             groups = [dict(g) for g in items]
         else:

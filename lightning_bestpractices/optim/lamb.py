@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["Lamb"]
 
 
@@ -55,15 +57,15 @@ class Lamb(Optimizer):
         trust_clip: float | None = None,
     ) -> None:
         if not lr >= 0.0:
-            raise ValueError(f"`lr` must be >= 0, got {lr!r}")
+            raise ArgumentError(f"`lr` must be >= 0, got {lr!r}")
         if not eps > 0.0:
-            raise ValueError(f"`eps` must be > 0, got {eps!r}")
+            raise ArgumentError(f"`eps` must be > 0, got {eps!r}")
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"`betas` must be two numbers in [0, 1), got {betas!r}")
+            raise ArgumentError(f"`betas` must be two numbers in [0, 1), got {betas!r}")
         if not weight_decay >= 0.0:
-            raise ValueError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
+            raise ArgumentError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
         if trust_clip is not None and not trust_clip > 0:
-            raise ValueError(f"`trust_clip` must be > 0 or None, got {trust_clip!r}")
+            raise ArgumentError(f"`trust_clip` must be > 0 or None, got {trust_clip!r}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, trust_clip=trust_clip)
         super().__init__(params, defaults)
 

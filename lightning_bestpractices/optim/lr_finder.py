@@ -31,6 +31,8 @@ from lightning.pytorch.core.optimizer import LRSchedulerConfig
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["LRFindResult", "lr_find", "suggest_lr", "RULES"]
 
 RULES = ("steepest", "valley", "minimum/10")
@@ -61,13 +63,13 @@ def suggest_lr(
         ['1.0e-03', '3.2e-04', '1.0e-02']
     """
     if rule not in RULES:
-        raise ValueError(f"`rule` must be one of {RULES}, got {rule!r}")
+        raise ArgumentError(f"`rule` must be one of {RULES}, got {rule!r}")
     x = np.log10(np.asarray(lrs, dtype=float))
     y = np.asarray(losses, dtype=float)
     end = len(x) - skip_end
     x, y = x[skip_begin:end], y[skip_begin:end]
     if len(x) < 3:
-        raise ValueError(f"need at least 3 points to suggest an LR, got {len(x)}")
+        raise ArgumentError(f"need at least 3 points to suggest an LR, got {len(x)}")
     finite = np.isfinite(y)
     x, y = x[finite], y[finite]
     if rule == "minimum/10":
@@ -148,7 +150,7 @@ class _RangeTest(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if len(trainer.optimizers) != 1:
-            raise ValueError(f"lr_find needs exactly one optimizer, got {len(trainer.optimizers)}")
+            raise ArgumentError(f"lr_find needs exactly one optimizer, got {len(trainer.optimizers)}")
         opt = trainer.optimizers[0]
         ref = opt.param_groups[0]
         ref_base = float(ref.get("lr_multiplier", 1.0))
@@ -211,20 +213,20 @@ def lr_find(
         trainer_kwargs: more ``Trainer`` arguments for the sweep (``devices``, ``precision``, ``logger`` ...).
 
     Raises:
-        ValueError: bad range, step count, rule or smoothing; before anything runs.
+        lightning_bestpractices.errors.ArgumentError: bad range, step count, rule or smoothing; before anything runs.
     """
     if not (isinstance(min_lr, (int, float)) and min_lr > 0):
-        raise ValueError(f"`min_lr` must be > 0, got {min_lr!r}")
+        raise ArgumentError(f"`min_lr` must be > 0, got {min_lr!r}")
     if not (isinstance(max_lr, (int, float)) and max_lr > min_lr):
-        raise ValueError(f"`max_lr` must be > `min_lr` ({min_lr!r}), got {max_lr!r}")
+        raise ArgumentError(f"`max_lr` must be > `min_lr` ({min_lr!r}), got {max_lr!r}")
     if not (isinstance(num_steps, int) and num_steps >= 5):
-        raise ValueError(f"`num_steps` must be an int >= 5, got {num_steps!r}")
+        raise ArgumentError(f"`num_steps` must be an int >= 5, got {num_steps!r}")
     if rule not in RULES:
-        raise ValueError(f"`rule` must be one of {RULES}, got {rule!r}")
+        raise ArgumentError(f"`rule` must be one of {RULES}, got {rule!r}")
     if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"`smoothing` must be in [0, 1), got {smoothing!r}")
+        raise ArgumentError(f"`smoothing` must be in [0, 1), got {smoothing!r}")
     if not diverge > 1.0:
-        raise ValueError(f"`diverge` must be > 1, got {diverge!r}")
+        raise ArgumentError(f"`diverge` must be > 1, got {diverge!r}")
 
     state = copy.deepcopy(model.state_dict())
     rng = torch.get_rng_state()

@@ -26,6 +26,8 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .factory import create_optimizer
 from .schedules import ScheduleSpec, build_scheduler, fast_forward
 from .steps import StepPlan, count_optimizer_steps, plan_from_trainer
@@ -57,7 +59,7 @@ class OptimConfig:
         >>> OptimConfig(lr=-1.0)
         Traceback (most recent call last):
         ...
-        ValueError: `lr` must be >= 0, got -1.0
+        lightning_bestpractices.errors.ArgumentError: `lr` must be >= 0, got -1.0
     """
 
     optimizer: str = "adamw"
@@ -72,14 +74,14 @@ class OptimConfig:
         from .factory import OPTIMIZERS, list_optimizers
 
         if isinstance(self.optimizer, str) and self.optimizer.lower() not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {list_optimizers()}")
+            raise ArgumentError(f"unknown optimizer {self.optimizer!r}; choose one of {list_optimizers()}")
         for name in ("lr", "weight_decay"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"`{name}` must be >= 0, got {value!r}")
+                raise ArgumentError(f"`{name}` must be >= 0, got {value!r}")
         for prefix, mult in self.lr_multipliers.items():
             if not mult > 0:
-                raise ValueError(f"`lr_multipliers[{prefix!r}]` must be > 0, got {mult!r}")
+                raise ArgumentError(f"`lr_multipliers[{prefix!r}]` must be > 0, got {mult!r}")
         self.schedule = ScheduleSpec.from_any(self.schedule)
 
     @classmethod
@@ -91,9 +93,9 @@ class OptimConfig:
         if isinstance(config, dict):
             unknown = set(config) - {f.name for f in dataclasses.fields(cls)}
             if unknown:
-                raise ValueError(f"unknown optim option(s) {sorted(unknown)} in {config!r}")
+                raise ArgumentError(f"unknown optim option(s) {sorted(unknown)} in {config!r}")
             return cls(**config)
-        raise ValueError(f"`optim` must be an OptimConfig or a mapping, got {config!r}")
+        raise ArgumentError(f"`optim` must be an OptimConfig or a mapping, got {config!r}")
 
     def with_lr(self, lr: float) -> OptimConfig:
         """A copy with another base LR (e.g. the LR finder's suggestion); ``final_lr`` keeps its value."""
@@ -247,7 +249,7 @@ class OptimizerMixin:
         ):
             return
         if spec.monitor not in trainer.callback_metrics:
-            raise ValueError(
+            raise ArgumentError(
                 f"schedule 'plateau' monitors {spec.monitor!r}, which is not logged; logged metrics: "
                 f"{sorted(trainer.callback_metrics)}"
             )

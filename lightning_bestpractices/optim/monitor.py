@@ -16,6 +16,8 @@ from typing import Any, Literal
 from lightning.pytorch.callbacks import LearningRateMonitor
 from torch.optim import Optimizer
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["GroupLRMonitor"]
 
 
@@ -39,7 +41,7 @@ class GroupLRMonitor(LearningRateMonitor):
         log_weight_decay: bool = True,
     ) -> None:
         if logging_interval not in (None, "step", "epoch"):
-            raise ValueError(f"`logging_interval` must be 'step', 'epoch' or None, got {logging_interval!r}")
+            raise ArgumentError(f"`logging_interval` must be 'step', 'epoch' or None, got {logging_interval!r}")
         super().__init__(
             logging_interval=logging_interval, log_momentum=log_momentum, log_weight_decay=log_weight_decay
         )

@@ -43,6 +43,8 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler as sched
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .curves import CosineFactor, CosineWarmupFactor, OneCycle, RestartsFactor
 from .steps import Duration, DurationLike, StepPlan, parse_duration
 
@@ -102,7 +104,7 @@ class ScheduleSpec:
         >>> ScheduleSpec("cosin")
         Traceback (most recent call last):
         ...
-        ValueError: unknown schedule 'cosin'; choose one of ['constant', 'cosine', 'exponential', 'linear', 'multistep', 'onecycle', 'plateau', 'restarts', 'step']
+        lightning_bestpractices.errors.ArgumentError: unknown schedule 'cosin'; choose one of ['constant', 'cosine', 'exponential', 'linear', 'multistep', 'onecycle', 'plateau', 'restarts', 'step']
     """
 
     name: str = "constant"
@@ -129,48 +131,48 @@ class ScheduleSpec:
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.name!r}; choose one of {list_schedules()}")
+            raise ArgumentError(f"unknown schedule {self.name!r}; choose one of {list_schedules()}")
         if self.warmup is not None:
             self.warmup = parse_duration(self.warmup, name="warmup")
         if self.warmup_shape not in ("linear", "cosine"):
-            raise ValueError(f"`warmup_shape` must be 'linear' or 'cosine', got {self.warmup_shape!r}")
+            raise ArgumentError(f"`warmup_shape` must be 'linear' or 'cosine', got {self.warmup_shape!r}")
         if self.warmup_start is not None and not 0.0 <= self.warmup_start <= 1.0:
-            raise ValueError(f"`warmup_start` must be in [0, 1], got {self.warmup_start!r}")
+            raise ArgumentError(f"`warmup_start` must be in [0, 1], got {self.warmup_start!r}")
         if self.final_lr is not None and not (isinstance(self.final_lr, (int, float)) and self.final_lr >= 0):
-            raise ValueError(f"`final_lr` must be a number >= 0, got {self.final_lr!r}")
+            raise ArgumentError(f"`final_lr` must be a number >= 0, got {self.final_lr!r}")
         if self.gamma is not None and not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"`gamma` must be in (0, 1], got {self.gamma!r}")
+            raise ArgumentError(f"`gamma` must be in (0, 1], got {self.gamma!r}")
         if self.name == "step":
             if self.every is None:
-                raise ValueError("schedule 'step' needs `every` (e.g. '2 epochs', 100 or 0.3)")
+                raise ArgumentError("schedule 'step' needs `every` (e.g. '2 epochs', 100 or 0.3)")
             self.every = parse_duration(self.every, name="every")
             if self.every.value == 0:
-                raise ValueError(f"`every` must be > 0, got {self.every}")
+                raise ArgumentError(f"`every` must be > 0, got {self.every}")
         if self.name == "multistep":
             if not self.milestones:
-                raise ValueError("schedule 'multistep' needs `milestones`, e.g. ['3 epochs', '6 epochs']")
+                raise ArgumentError("schedule 'multistep' needs `milestones`, e.g. ['3 epochs', '6 epochs']")
             self.milestones = [parse_duration(m, name="milestones") for m in self.milestones]
         if self.name == "exponential" and self.gamma is not None and self.final_lr is not None:
-            raise ValueError("schedule 'exponential' takes `gamma` or `final_lr`, not both")
+            raise ArgumentError("schedule 'exponential' takes `gamma` or `final_lr`, not both")
         if not (isinstance(self.cycles, int) and self.cycles >= 1):
-            raise ValueError(f"`cycles` must be an int >= 1, got {self.cycles!r}")
+            raise ArgumentError(f"`cycles` must be an int >= 1, got {self.cycles!r}")
         if not self.cycle_mult > 0:
-            raise ValueError(f"`cycle_mult` must be > 0, got {self.cycle_mult!r}")
+            raise ArgumentError(f"`cycle_mult` must be > 0, got {self.cycle_mult!r}")
         if not 0.0 <= self.pct_start < 1.0:
-            raise ValueError(f"`pct_start` must be in [0, 1), got {self.pct_start!r}")
+            raise ArgumentError(f"`pct_start` must be in [0, 1), got {self.pct_start!r}")
         if not self.div_factor >= 1.0:
-            raise ValueError(f"`div_factor` must be >= 1, got {self.div_factor!r}")
+            raise ArgumentError(f"`div_factor` must be >= 1, got {self.div_factor!r}")
         if self.name == "plateau":
             if not self.monitor or not isinstance(self.monitor, str):
-                raise ValueError(
+                raise ArgumentError(
                     "schedule 'plateau' needs `monitor`, the name of a logged metric (e.g. 'val/loss')"
                 )
             if self.mode not in ("min", "max"):
-                raise ValueError(f"`mode` must be 'min' or 'max', got {self.mode!r}")
+                raise ArgumentError(f"`mode` must be 'min' or 'max', got {self.mode!r}")
             if not 0.0 < self.factor < 1.0:
-                raise ValueError(f"`factor` must be in (0, 1), got {self.factor!r}")
+                raise ArgumentError(f"`factor` must be in (0, 1), got {self.factor!r}")
             if self.patience < 0:
-                raise ValueError(f"`patience` must be >= 0, got {self.patience!r}")
+                raise ArgumentError(f"`patience` must be >= 0, got {self.patience!r}")
 
     @classmethod
     def from_any(cls, spec: ScheduleSpec | dict[str, Any] | str | None) -> ScheduleSpec | None:
@@ -182,9 +184,9 @@ class ScheduleSpec:
         if isinstance(spec, dict):
             unknown = set(spec) - {f.name for f in dataclasses.fields(cls)}
             if unknown:
-                raise ValueError(f"unknown schedule option(s) {sorted(unknown)} in {spec!r}")
+                raise ArgumentError(f"unknown schedule option(s) {sorted(unknown)} in {spec!r}")
             return cls(**spec)
-        raise ValueError(f"`schedule` must be a ScheduleSpec, a mapping or a name, got {spec!r}")
+        raise ArgumentError(f"`schedule` must be a ScheduleSpec, a mapping or a name, got {spec!r}")
 
 
 def base_lrs_of(optimizer: Optimizer, lr: float | None = None) -> list[float]:
@@ -204,7 +206,7 @@ def build_scheduler(
     (``{"scheduler", "interval", "frequency", "name"[, "monitor"]}``), one -- or two for plateau with warmup.
 
     Raises:
-        ValueError: warmup not shorter than training, durations longer than training, inconsistent options.
+        lightning_bestpractices.errors.ArgumentError: warmup not shorter than training, durations longer than training, inconsistent options.
 
     Example:
         >>> import torch
@@ -222,7 +224,7 @@ def build_scheduler(
     assert spec is not None
     bases = base_lrs_of(optimizer, lr)
     if any(b < 0 for b in bases):
-        raise ValueError(f"`lr` must be >= 0, got base LRs {bases}")
+        raise ArgumentError(f"`lr` must be >= 0, got base LRs {bases}")
     for g, b in zip(optimizer.param_groups, bases):
         g["lr"] = b
         g.pop("initial_lr", None)
@@ -230,15 +232,15 @@ def build_scheduler(
     ratio = [b / ref if ref > 0 else 1.0 for b in bases]
     total = plan.total
     if total < 1:
-        raise ValueError(f"training has no optimizer steps ({plan.steps_per_epoch}); nothing to schedule")
+        raise ArgumentError(f"training has no optimizer steps ({plan.steps_per_epoch}); nothing to schedule")
     warm = spec.warmup.resolve(plan, name="warmup") if isinstance(spec.warmup, Duration) else 0
     if warm and warm >= total:
-        raise ValueError(
+        raise ArgumentError(
             f"`warmup` ({spec.warmup} = {warm} optimizer steps) must be shorter than training ({total} steps)"
         )
     final = 0.0 if spec.final_lr is None else float(spec.final_lr)
     if spec.final_lr is not None and ref <= 0:
-        raise ValueError(f"`final_lr` needs a base `lr` > 0, got {ref!r}")
+        raise ArgumentError(f"`final_lr` needs a base `lr` > 0, got {ref!r}")
     r = final / ref if ref > 0 else 0.0
     length = total - warm  # steps of the decay phase, >= 1
 
@@ -306,14 +308,14 @@ def _decay(
         )
     if spec.name == "linear":
         if r > 1:
-            raise ValueError(f"schedule 'linear' decays: `final_lr` must be <= lr, got ratio {r:g}")
+            raise ArgumentError(f"schedule 'linear' decays: `final_lr` must be <= lr, got ratio {r:g}")
         if length == 1:
             return sched.LambdaLR(optimizer, CosineFactor(1, r))
         return sched.LinearLR(optimizer, start_factor=1.0, end_factor=r, total_iters=length - 1)
     if spec.name == "exponential":
         if spec.gamma is None:
             if r <= 0:
-                raise ValueError("schedule 'exponential' needs `gamma`, or `final_lr` > 0")
+                raise ArgumentError("schedule 'exponential' needs `gamma`, or `final_lr` > 0")
             gamma = r ** (1.0 / (length - 1)) if length > 1 else 1.0
         return sched.ExponentialLR(optimizer, gamma=gamma)
     if spec.name == "step":
@@ -329,13 +331,13 @@ def _decay(
             )
         size = every.resolve(plan, name="every")
         if size < 1:
-            raise ValueError(f"`every` resolves to {size} optimizer steps; it must be >= 1")
+            raise ArgumentError(f"`every` resolves to {size} optimizer steps; it must be >= 1")
         return sched.StepLR(optimizer, step_size=size, gamma=gamma)
     if spec.name == "multistep":
         steps = [m.resolve(plan, name="milestones") for m in spec.milestones or ()]
         for m, s in zip(spec.milestones or (), steps):
             if not warm < s < plan.total:
-                raise ValueError(
+                raise ArgumentError(
                     f"`milestones` entry {m} (= step {s}) must fall after warmup ({warm} steps) and before the "
                     f"end of training ({plan.total} steps)"
                 )

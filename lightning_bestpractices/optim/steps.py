@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
+from lightning_bestpractices.errors import ArgumentError
+
 if TYPE_CHECKING:
     import lightning as L
 
@@ -81,7 +83,7 @@ def parse_duration(value: DurationLike, *, name: str = "duration") -> Duration:
     Strings: ``"200 steps"``, ``"3 epochs"`` (also ``"1.5 ep"``), ``"5%"``; mappings: ``{"epochs": 3}``.
 
     Raises:
-        ValueError: naming ``name`` and the value, for negative lengths, fractions outside (0, 1], unknown units.
+        lightning_bestpractices.errors.ArgumentError: naming ``name`` and the value, for negative lengths, fractions outside (0, 1], unknown units.
 
     Example:
         >>> parse_duration("5%"), parse_duration("3 epochs"), parse_duration(200)
@@ -89,12 +91,12 @@ def parse_duration(value: DurationLike, *, name: str = "duration") -> Duration:
         >>> parse_duration(1.5, name="warmup")
         Traceback (most recent call last):
         ...
-        ValueError: `warmup` as a fraction of training must be in (0, 1], got 1.5
+        lightning_bestpractices.errors.ArgumentError: `warmup` as a fraction of training must be in (0, 1], got 1.5
     """
     if isinstance(value, Duration):
         return _check(value, name, value)
     if isinstance(value, bool):
-        raise ValueError(
+        raise ArgumentError(
             f"`{name}` must be steps (int), a fraction (float) or a string like '3 epochs', got {value!r}"
         )
     if isinstance(value, int):
@@ -103,7 +105,7 @@ def parse_duration(value: DurationLike, *, name: str = "duration") -> Duration:
         return _check(Duration(value, "fraction"), name, value)
     if isinstance(value, Mapping):
         if len(value) != 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"`{name}` as a mapping must have one key (steps/epochs/fraction), got {value!r}"
             )
         ((unit, amount),) = value.items()
@@ -111,7 +113,7 @@ def parse_duration(value: DurationLike, *, name: str = "duration") -> Duration:
     if isinstance(value, str):
         m = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*", value)
         if m is None or m.group(2).lower() not in ("", *_UNITS):
-            raise ValueError(
+            raise ArgumentError(
                 f"`{name}` must look like '200 steps', '3 epochs', '5%' or a number, got {value!r}"
             )
         number, unit = m.group(1), m.group(2).lower()
@@ -124,19 +126,19 @@ def parse_duration(value: DurationLike, *, name: str = "duration") -> Duration:
         unit = _UNITS[unit]
         if unit == "steps":
             if float(number) != int(float(number)):
-                raise ValueError(f"`{name}` in steps must be a whole number, got {value!r}")
+                raise ArgumentError(f"`{name}` in steps must be a whole number, got {value!r}")
             return _check(Duration(int(float(number)), "steps"), name, value)
         return _check(Duration(float(number), unit), name, value)
-    raise ValueError(
+    raise ArgumentError(
         f"`{name}` must be steps (int), a fraction (float) or a string like '3 epochs', got {value!r}"
     )
 
 
 def _check(d: Duration, name: str, raw: Any) -> Duration:
     if d.unit == "fraction" and not (0.0 < d.value <= 1.0):
-        raise ValueError(f"`{name}` as a fraction of training must be in (0, 1], got {raw!r}")
+        raise ArgumentError(f"`{name}` as a fraction of training must be in (0, 1], got {raw!r}")
     if d.unit != "fraction" and (d.value < 0 or not math.isfinite(d.value)):
-        raise ValueError(f"`{name}` must be >= 0, got {raw!r}")
+        raise ArgumentError(f"`{name}` must be >= 0, got {raw!r}")
     return d
 
 
@@ -168,7 +170,7 @@ class StepPlan:
         """Global step at ``epochs`` epochs into training (fractions interpolate within that epoch)."""
         whole = int(math.floor(epochs))
         if whole > self.epochs or (whole == self.epochs and epochs > whole):
-            raise ValueError(
+            raise ArgumentError(
                 f"`{name}` of {epochs:g} epochs is longer than training ({self.epochs} epochs, "
                 f"{self.total} optimizer steps)"
             )
@@ -212,15 +214,15 @@ def count_optimizer_steps(
     unbounded_epochs = max_epochs is None or max_epochs < 0
     if batches_per_epoch == float("inf") or batches_per_epoch is None:
         if max_steps < 0:
-            raise ValueError(
+            raise ArgumentError(
                 "the train dataloader has no length: set `max_steps` so schedules can be resolved"
             )
         return StepPlan((0, int(max_steps)), None)
     if unbounded_epochs and max_steps < 0:
-        raise ValueError("the number of optimizer steps is unbounded: set `max_epochs` or `max_steps`")
+        raise ArgumentError("the number of optimizer steps is unbounded: set `max_epochs` or `max_steps`")
     batches = int(batches_per_epoch)
     if batches <= 0:
-        raise ValueError(f"the train dataloader yields no batches per epoch ({batches_per_epoch!r})")
+        raise ArgumentError(f"the train dataloader yields no batches per epoch ({batches_per_epoch!r})")
     starts = [int(s) for s in history] or [0]
     epoch = len(starts) - 1
     cap = max_steps if max_steps >= 0 else math.inf
@@ -238,7 +240,7 @@ def _accumulation_fn(accumulate: int | Mapping[int, int] | Callable[[int], int])
     if isinstance(accumulate, Mapping):
         table = dict(sorted((int(k), int(v)) for k, v in accumulate.items()))
         if any(v < 1 for v in table.values()):
-            raise ValueError(f"`accumulate` factors must be >= 1, got {accumulate!r}")
+            raise ArgumentError(f"`accumulate` factors must be >= 1, got {accumulate!r}")
         keys = list(table)
 
         def factor(epoch: int) -> int:
@@ -247,7 +249,7 @@ def _accumulation_fn(accumulate: int | Mapping[int, int] | Callable[[int], int])
 
         return factor
     if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
-        raise ValueError(f"`accumulate` must be an int >= 1, a mapping or a function, got {accumulate!r}")
+        raise ArgumentError(f"`accumulate` must be an int >= 1, a mapping or a function, got {accumulate!r}")
     return lambda _epoch: accumulate
 
 

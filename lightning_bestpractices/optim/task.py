@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from lightning_bestpractices.errors import ArgumentError
 from lightning_bestpractices.tasks import Classifier
 
 from .mixin import OptimConfig, OptimizerMixin
@@ -59,4 +60,4 @@ class OptimClassifier(OptimizerMixin, Classifier):
             try:
                 self.get_submodule(prefix)
             except AttributeError:
-                raise ValueError(f"`lr_multipliers` key {prefix!r} is not a submodule of the model") from None
+                raise ArgumentError(f"`lr_multipliers` key {prefix!r} is not a submodule of the model") from None

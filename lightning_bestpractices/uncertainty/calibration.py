@@ -21,6 +21,8 @@ from torchmetrics.functional.classification import (
     multiclass_calibration_error,
 )
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .functional import MCOutput
 
 __all__ = [
@@ -35,13 +37,13 @@ __all__ = [
 def _probs_of(output: MCOutput | Tensor) -> Tensor:
     probs = output.mean_probs if isinstance(output, MCOutput) else output
     if not isinstance(probs, Tensor) or probs.dim() not in (1, 2):
-        raise ValueError(f"`output` must be an MCOutput or probabilities (B,) / (B, C), got {output!r}")
+        raise ArgumentError(f"`output` must be an MCOutput or probabilities (B,) / (B, C), got {output!r}")
     return probs.float()
 
 
 def _check_targets(probs: Tensor, targets: Tensor) -> Tensor:
     if not isinstance(targets, Tensor) or targets.shape != probs.shape[:1] or targets.is_floating_point():
-        raise ValueError(
+        raise ArgumentError(
             f"`targets` must be integer class indices of shape ({probs.shape[0]},), got "
             f"{tuple(targets.shape) if isinstance(targets, Tensor) else targets!r}"
         )
@@ -60,7 +62,7 @@ def calibration_metrics(output: MCOutput | Tensor, targets: Tensor, n_bins: int 
         {'accuracy': 0.6667, 'nll': 0.4149, 'ece': 0.3, 'brier': 0.2733}
     """
     if not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"`n_bins` must be an int >= 1, got {n_bins!r}")
+        raise ArgumentError(f"`n_bins` must be an int >= 1, got {n_bins!r}")
     probs = _probs_of(output)
     targets = _check_targets(probs, targets)
     if probs.dim() == 1:
@@ -89,7 +91,7 @@ def uncertainty_auroc(uncertainty: Tensor, correct: Tensor) -> float:
         1.0
     """
     if uncertainty.shape != correct.shape:
-        raise ValueError(
+        raise ArgumentError(
             f"`uncertainty` {tuple(uncertainty.shape)} and `correct` {tuple(correct.shape)} differ"
         )
     return float(binary_auroc(uncertainty.float(), (~correct.bool()).long()))

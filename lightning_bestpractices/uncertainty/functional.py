@@ -21,6 +21,8 @@ import torch
 from lightning.fabric.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .split import find_split
 from .stochastic import count_functional_dropout_calls, find_stochastic_modules, mc_dropout_mode
 
@@ -153,7 +155,7 @@ def uncertainty_measures(log_probs: Tensor, targets: Tensor | None = None) -> MC
         (tensor([[0.5000, 0.5000]]), 0.3681)
     """
     if log_probs.dim() != 3:
-        raise ValueError(f"`log_probs` must have shape (N, B, C), got {tuple(log_probs.shape)}")
+        raise ArgumentError(f"`log_probs` must have shape (N, B, C), got {tuple(log_probs.shape)}")
     acc = _ClassificationAccumulator(targets)
     acc.update(log_probs.float().log_softmax(-1))  # idempotent on log-probs; normalises logits
     return acc.result(binary=False)
@@ -184,15 +186,15 @@ def _valid_state(state: Any, batch: int) -> bool:
 
 def _check_targets(targets: Tensor, task: Task, batch: int) -> Tensor:
     if not isinstance(targets, Tensor):
-        raise TypeError(f"`targets` must be a Tensor, got {type(targets).__name__}")
+        raise ArgumentError(f"`targets` must be a Tensor, got {type(targets).__name__}")
     if task == "regression":
-        raise ValueError("`targets` are only used for classification (the mixture log-likelihood)")
+        raise ArgumentError("`targets` are only used for classification (the mixture log-likelihood)")
     if targets.shape != (batch,):
-        raise ValueError(
+        raise ArgumentError(
             f"`targets` must have shape ({batch},) (one class index per input), got {tuple(targets.shape)}"
         )
     if targets.is_floating_point():
-        raise ValueError(f"`targets` must hold integer class indices, got dtype {targets.dtype}")
+        raise ArgumentError(f"`targets` must hold integer class indices, got dtype {targets.dtype}")
     return targets.long()
 
 
@@ -235,24 +237,24 @@ def mc_predict(
         True
     """
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"`n_samples` must be an int >= 1, got {n_samples!r}")
+        raise ArgumentError(f"`n_samples` must be an int >= 1, got {n_samples!r}")
     if task not in ("multiclass", "binary", "regression"):
-        raise ValueError(f"`task` must be 'multiclass', 'binary' or 'regression', got {task!r}")
+        raise ArgumentError(f"`task` must be 'multiclass', 'binary' or 'regression', got {task!r}")
     if not isinstance(x, Tensor) or x.dim() == 0:
-        raise TypeError(f"`x` must be a batch-first Tensor, got {type(x).__name__}")
+        raise ArgumentError(f"`x` must be a batch-first Tensor, got {type(x).__name__}")
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
-        raise ValueError(f"`chunk_size` must be an int >= 1 or None, got {chunk_size!r}")
+        raise ArgumentError(f"`chunk_size` must be an int >= 1 or None, got {chunk_size!r}")
     if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
-        raise ValueError(f"`memory_budget` must be a positive number of bytes or None, got {memory_budget!r}")
+        raise ArgumentError(f"`memory_budget` must be a positive number of bytes or None, got {memory_budget!r}")
     batch = x.shape[0]
     if targets is not None:
         targets = _check_targets(targets, task, batch).to(x.device)
     if indices is None:
         indices = torch.arange(batch, device=x.device)
     elif not isinstance(indices, Tensor) or indices.shape != (batch,) or indices.is_floating_point():
-        raise ValueError(f"`indices` must be an integer Tensor of shape ({batch},), got {indices!r}")
+        raise ArgumentError(f"`indices` must be an integer Tensor of shape ({batch},), got {indices!r}")
     _check_dropout(model, x)
     plan = find_split(model, x) if split else None  # before MC mode: the hook-recorded split runs the model
 
@@ -311,7 +313,7 @@ def mc_predict(
         if chunk_size is None and memory_budget is not None:
             per_sample = _pass(0, 1, measure=True)
             if per_sample > memory_budget:
-                raise ValueError(
+                raise ArgumentError(
                     f"`memory_budget`={memory_budget} bytes is too small for one MC sample of this batch "
                     f"(needs about {per_sample} bytes); raise it or use a smaller batch"
                 )
@@ -340,7 +342,7 @@ def _check_dropout(model: nn.Module, x: Tensor) -> None:
             if n_functional
             else ""
         )
-        raise ValueError(
+        raise ArgumentError(
             f"`model` ({type(model).__name__}) has no dropout-family module for MC dropout.{hint}"
         )
     if n_functional:

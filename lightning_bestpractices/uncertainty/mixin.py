@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .calibration import calibration_metrics, log_calibration_figures, uncertainty_auroc
 from .functional import MCOutput, MCRegressionOutput, mc_predict
 
@@ -79,20 +81,20 @@ class MCDropoutMixin:
     ) -> None:
         """Validate and set the MC settings (see :func:`mc_predict` for the meaning of each)."""
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"`n_samples` must be an int >= 1, got {n_samples!r}")
+            raise ArgumentError(f"`n_samples` must be an int >= 1, got {n_samples!r}")
         if task not in ("multiclass", "binary", "regression"):
-            raise ValueError(f"`task` must be 'multiclass', 'binary' or 'regression', got {task!r}")
+            raise ArgumentError(f"`task` must be 'multiclass', 'binary' or 'regression', got {task!r}")
         bad = [s for s in stages if s not in _STAGES]
         if isinstance(stages, str) or bad:
-            raise ValueError(f"`stages` must be a subset of {_STAGES}, got {stages!r}")
+            raise ArgumentError(f"`stages` must be a subset of {_STAGES}, got {stages!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"`chunk_size` must be an int >= 1 or None, got {chunk_size!r}")
+            raise ArgumentError(f"`chunk_size` must be an int >= 1 or None, got {chunk_size!r}")
         if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
-            raise ValueError(
+            raise ArgumentError(
                 f"`memory_budget` must be a positive number of bytes or None, got {memory_budget!r}"
             )
         if not isinstance(n_bins, int) or n_bins < 1:
-            raise ValueError(f"`n_bins` must be an int >= 1, got {n_bins!r}")
+            raise ArgumentError(f"`n_bins` must be an int >= 1, got {n_bins!r}")
         self.mc_n_samples, self.mc_seed, self.mc_task = n_samples, int(seed), task
         self.mc_stages, self.mc_chunk_size, self.mc_memory_budget = tuple(stages), chunk_size, memory_budget
         self.mc_n_bins, self.mc_log_figures = n_bins, log_figures
@@ -109,7 +111,7 @@ class MCDropoutMixin:
         if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
             y = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
             return batch[0], y if self.mc_task != "regression" else None
-        raise TypeError(f"cannot unpack a batch of type {type(batch).__name__}; override `mc_unpack_batch`")
+        raise ArgumentError(f"cannot unpack a batch of type {type(batch).__name__}; override `mc_unpack_batch`")
 
     # ---------------------------------------------------------------------------------------------- the steps
     def mc_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0, stage: str = "predict") -> Any:

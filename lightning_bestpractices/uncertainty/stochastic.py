@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = [
     "RowRandom",
     "register_stochastic",
@@ -248,9 +250,9 @@ def register_stochastic(cls: type, forward: SeededForward | None = None) -> type
         >>> unregister_stochastic(MyDrop)
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"`cls` must be an nn.Module subclass, got {cls!r}")
+        raise ArgumentError(f"`cls` must be an nn.Module subclass, got {cls!r}")
     if forward is not None and not callable(forward):
-        raise TypeError(f"`forward` must be callable or None, got {forward!r}")
+        raise ArgumentError(f"`forward` must be callable or None, got {forward!r}")
     _REGISTRY[cls] = forward
     return cls
 
@@ -401,7 +403,7 @@ def mc_dropout_mode(model: nn.Module, seed: int = 0) -> Iterator[MCState]:
     """
     modules = find_stochastic_modules(model)
     if not modules:
-        raise ValueError(
+        raise ArgumentError(
             f"`model` ({type(model).__name__}) has no dropout-family module to switch on for MC dropout "
             f"(known: {sorted(c.__name__ for c in stochastic_registry())}). Use nn.Dropout modules instead of "
             "F.dropout calls, or add your class with `register_stochastic`."
