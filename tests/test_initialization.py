@@ -368,7 +368,7 @@ def test_weight_init_runs_once_logs_to_wandb_and_survives_resume(tmp_path, monke
     # resume: a fresh callback restores done=True from the checkpoint and skips
     ckpt = tmp_path / "last.ckpt"
     trainer.save_checkpoint(ckpt)
-    assert torch.load(ckpt, weights_only=False)["callbacks"]["WeightInit"] == {"done": True}
+    assert torch.load(ckpt, weights_only=False)["callbacks"][cb.state_key] == {"done": True}
     fresh_model, fresh_cb = _Net(), WeightInit("auto")
     seen = {}
 
@@ -432,3 +432,24 @@ def test_ddp_ranks_end_identical_and_resume_does_not_reinit(run_script, tmp_path
     for r in (r0, r1):
         for k in r0["after_fit"]:
             assert torch.equal(r["resumed_start"][k], r0["after_fit"][k]), k
+
+
+def test_two_weight_inits_save_and_restore_separately(tmp_path):
+    """Resuming a run that had one WeightInit into a Trainer with a second one: the first restores done=True and
+    skips, the second (its own state_key) is new and initializes. One shared key would skip both."""
+    kw = dict(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False, logger=False,
+              default_root_dir=tmp_path)  # fmt: skip
+    first = WeightInit("auto", seed=1, log_key="init/a")
+    trainer = L.Trainer(max_epochs=1, callbacks=[first], **kw)
+    trainer.fit(_Net(), _loader())
+    ckpt = tmp_path / "one.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    restored, added = WeightInit("auto", seed=1, log_key="init/a"), WeightInit("kaiming", seed=2, log_key="init/b")
+    assert restored.state_key != added.state_key
+    resumed = L.Trainer(max_epochs=2, callbacks=[restored, added], **kw)
+    resumed.fit(_Net(), _loader(), ckpt_path=ckpt)
+    assert restored.done and restored.report is None, "restored from its own entry: no second initialization"
+    assert added.done and added.report is not None, "the new callback found no entry of its own and ran"
+    saved = torch.load(tmp_path / "one.ckpt", weights_only=False)["callbacks"]
+    assert [k for k in saved if k.startswith("WeightInit")] == [first.state_key]

@@ -52,8 +52,8 @@ class WeightInit(L.Callback):
 
     Example:
         >>> cb = WeightInit("auto", zero_init_residual=True)
-        >>> cb.state_dict()
-        {'done': False}
+        >>> cb.state_dict(), cb.state_key
+        ({'done': False}, "WeightInit{'scheme': 'auto', 'log_key': 'init/report'}")
     """
 
     def __init__(
@@ -98,6 +98,12 @@ class WeightInit(L.Callback):
         self.log_key = log_key
         self.done = False
         self.report = None
+
+    @property
+    def state_key(self) -> str:
+        """Key of this callback's entry in a checkpoint: two ``WeightInit`` in one Trainer (say, one per
+        submodule, with their own ``log_key``) save and restore their ``done`` flags separately."""
+        return self._generate_state_key(scheme=self.scheme, log_key=self.log_key)
 
     def state_dict(self) -> dict[str, Any]:
         return {"done": self.done}
