@@ -200,7 +200,8 @@ def es_seed001(devices: int, precision: str, root: Path, sync: bool = True, val_
         callbacks.insert(0, EMAWeightAveraging(decay=0.5))
     kw = {}
     if checkpoint:
-        callbacks.append(ModelCheckpoint(dirpath=root / "ckpt", monitor="val_loss", save_last=True))
+        callbacks.append(ModelCheckpoint(dirpath=root / "ckpt", monitor="val_loss"))
+        callbacks.append(ModelCheckpoint(dirpath=root / "every", filename="{epoch}", save_top_k=-1))
         kw["enable_checkpointing"] = True
     model = Net(val_losses=val_losses or SEED001, sync=sync)
     t = trainer(devices, precision, callbacks, root, max_epochs=max_epochs, **kw)
@@ -218,7 +219,7 @@ def es_resume(devices: int, precision: str, root: Path) -> dict:
     rec, stop = Recorder(), EarlyStopping("val_loss", patience=10)
     model = Net(val_losses=seq)
     t = trainer(devices, precision, [stop, rec], root / "b", max_epochs=6)
-    t.fit(model, loader(), loader(), ckpt_path=str(root / "a" / "ckpt" / "last.ckpt"))
+    t.fit(model, loader(), loader(), ckpt_path=str(root / "a" / "every" / "epoch=3.ckpt"))
     return {"first": first, "best_epoch": stop.best_epoch, "restored": stop.restored_epoch,
             "final": weights(model), "epochs_run": t.current_epoch, "validated": rec.validated}
 
