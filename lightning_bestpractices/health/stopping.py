@@ -49,6 +49,8 @@ class EarlyStopping(_LightningEarlyStopping):
     Attributes:
         best_epoch: the epoch (0-based ``trainer.current_epoch``) of the best score, ``None`` before the first check.
         restored_epoch: the epoch whose weights were restored at fit end, ``None`` if nothing was restored.
+        history: ``(epoch, value)`` of the monitored metric at every validation end of fit (kept across resume),
+            for plotting the curve with its best and stop epochs.
 
     Example:
         >>> import lightning as L
@@ -95,6 +97,7 @@ class EarlyStopping(_LightningEarlyStopping):
         self.best_epoch: int | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.restored_epoch: int | None = None
+        self.history: list[tuple[int, float]] = []
         self._candidate: dict[str, torch.Tensor] | None = None
 
     # --- state ------------------------------------------------------------------------------------------------
@@ -103,12 +106,14 @@ class EarlyStopping(_LightningEarlyStopping):
         state = super().state_dict()
         state["best_epoch"] = self.best_epoch
         state["best_weights"] = self.best_weights
+        state["history"] = list(self.history)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.best_epoch = state_dict.get("best_epoch")
         self.best_weights = state_dict.get("best_weights")
+        self.history = [tuple(h) for h in state_dict.get("history", [])]
 
     # --- hooks ------------------------------------------------------------------------------------------------
 
@@ -123,6 +128,9 @@ class EarlyStopping(_LightningEarlyStopping):
             self._candidate = _copy_weights(pl_module)  # exactly what this validation evaluates
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and not _not_fitting(trainer):
+            self.history.append((trainer.current_epoch, float(value)))  # one number per validation
         self._checked(trainer, pl_module, super().on_validation_end)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -20,6 +20,7 @@ def _check_seed001(r: dict, steps: int = STEPS_PER_EPOCH) -> None:
     # so 0.86 and 0.7 are never seen; the best is 0.8 at epoch index 2
     assert r["should_stop"] and r["stopped_epoch"] == 5 and r["epochs_run"] == 6
     assert sorted(r["validated"]) == [0, 1, 2, 3, 4, 5]
+    assert r["history"] == [(e, pytest.approx(v)) for e, v in enumerate(health_cases.SEED001[:6])]
     assert r["best_epoch"] == r["restored"] == 2
     assert same_weights(r["final"], r["validated"][2]), "the model ends with the weights of its best epoch"
     assert not same_weights(r["final"], r["after_batch"][-1]), "not with the last trained ones"

@@ -206,7 +206,7 @@ def es_seed001(devices: int, precision: str, root: Path, sync: bool = True, val_
     model = Net(val_losses=val_losses or SEED001, sync=sync)
     t = trainer(devices, precision, callbacks, root, max_epochs=max_epochs, **kw)
     t.fit(model, loader(), loader())
-    return {"stopped_epoch": stop.stopped_epoch, "best_epoch": stop.best_epoch, "restored": stop.restored_epoch,
+    return {"stopped_epoch": stop.stopped_epoch, "best_epoch": stop.best_epoch, "history": stop.history, "restored": stop.restored_epoch,
             "epochs_run": t.current_epoch, "validated": rec.validated, "final": weights(model),
             "after_batch": rec.after_batch, "should_stop": t.should_stop,
             "best_ckpt": str(t.checkpoint_callback.best_model_path) if checkpoint else None}
