@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import SCRIPTS, run_python  # noqa: E402
+from conftest import ROOT, SCRIPTS, run_python  # noqa: E402, F401
 
 _spec = importlib.util.spec_from_file_location("ddp_health", SCRIPTS / "ddp_health.py")
 health_cases = importlib.util.module_from_spec(_spec)
