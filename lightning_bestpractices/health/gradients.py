@@ -24,7 +24,7 @@ class GradientMonitor(L.Callback):
     logging step the weights are copied there and a one-shot ``Optimizer.register_step_post_hook`` measures them
     after the step. A step the AMP grad scaler skips logs no ratio.
 
-    On a step that does not log, the callback does one integer comparison and returns: no host sync, no tensor work,
+    On a step that does not log, the callback increments a counter, does one modulo and returns: no host sync, no tensor work,
     no loop over parameters. On a logging step the values come to the host once (one sync per logging step).
 
     What it adds over Lightning's ``grad_norm`` utility (per-parameter norms from ``on_before_optimizer_step``):
@@ -35,7 +35,8 @@ class GradientMonitor(L.Callback):
     rank after the all-reduce). The last logged values are kept in :attr:`last`.
 
     Args:
-        every_n_steps: log at optimizer steps 0, k, 2k, ... (``trainer.global_step % k == 0``); >= 1.
+        every_n_steps: log at optimizer steps 0, k, 2k, ... (``trainer.global_step % k == 0``, the step about to be
+            taken); >= 1.
         per_layer: also log the norm of every parameter's gradient.
         update_ratio: log the update-to-weight ratio per group (copies the weights once per logging step).
         histograms: also log a W&B histogram of every parameter's gradient (only to a ``WandbLogger``).
@@ -76,14 +77,21 @@ class GradientMonitor(L.Callback):
         self.last_step: int | None = None
         self._before: list[list[torch.Tensor]] | None = None
         self._handle: Any = None
+        self._step = 0
 
     # --- hooks ------------------------------------------------------------------------------------------------
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._step = trainer.global_step  # a resumed run continues the count
+
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if trainer.global_step % self.every_n_steps:  # the whole cost of a step that does not log
+        # the whole cost of a step that does not log: a counter (cheaper than Lightning's global_step property,
+        # which walks the loop's progress objects) and a modulo; it equals trainer.global_step here
+        step = self._step
+        self._step = step + 1
+        if step % self.every_n_steps:
             return
         self._remove_hook()
-        step = trainer.global_step
         names = group_names(optimizer)
         total, per_group = grad_norm_by_group(optimizer, self.norm_type)
         tensors = {f"{self.prefix}norm_total": total}
@@ -107,7 +115,8 @@ class GradientMonitor(L.Callback):
             self._handle = optimizer.register_step_post_hook(self._after_step_hook(trainer, names, step))
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        self._remove_hook()  # a step the grad scaler skipped never ran the post-hook: drop its weight copy
+        if self._handle is not None:  # a step the grad scaler skipped never ran the post-hook: drop its weight copy
+            self._remove_hook()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._remove_hook()
