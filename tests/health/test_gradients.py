@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from lightning.pytorch.loggers import WandbLogger
 from torch.overrides import TorchFunctionMode
 
-from lightning_bestpractices.health import GradientMonitor, grad_norm_by_group, update_ratio_by_group
+from lightning_bestpractices.health import (
+    GradientMonitor,
+    NonFiniteGuard,
+    grad_norm_by_group,
+    update_ratio_by_group,
+)
 from lightning_bestpractices.wandb_offline import find_offline_runs, read_offline_run
 
 K = 3  # ddp_health.monitor logs every 3 optimizer steps; 2 epochs x 8 batches, accumulate 2 -> 8 steps
@@ -117,9 +122,11 @@ def test_wandb_offline_metrics_and_histograms(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     logger = WandbLogger(project="health", save_dir=str(tmp_path), offline=True)
     monitor = GradientMonitor(every_n_steps=2, histograms=True)
-    trainer = L.Trainer(accelerator="cpu", max_steps=5, callbacks=[monitor], logger=logger, limit_val_batches=0,
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
-    trainer.fit(health_cases.Net(), health_cases.loader())
+    guard = NonFiniteGuard()  # and the guard's skip count, logged at the skipped step
+    trainer = L.Trainer(accelerator="cpu", max_steps=5, callbacks=[monitor, guard], logger=logger,
+                        limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False)
+    trainer.fit(health_cases.Net(nan_step=3), health_cases.loader())
     logger.experiment.finish()
     run = read_offline_run(find_offline_runs(tmp_path)[0])
     assert len(run.values("grad/norm_total")) == 3  # steps 0, 2, 4
@@ -127,3 +134,12 @@ def test_wandb_offline_metrics_and_histograms(tmp_path, monkeypatch):
     hist = run.values("grad/hist/head.weight")
     assert len(hist) == 3 and hist[0]["_type"] == "histogram"
     assert sum(hist[0]["values"]) == 16  # one count per element of the 1x16 head weight
+    assert run.values("nonfinite/skips") == [1.0]
+
+
+def test_norms_under_16_mixed_are_unscaled(tmp_path):
+    # the grad scaler multiplies the loss by 65536 before backward; the norms must be of the unscaled gradients
+    r16 = health_cases.monitor(1, "16-mixed", tmp_path / "16")
+    r32 = health_cases.monitor(1, "32-true", tmp_path / "32")
+    _check_against_reference(r16)
+    assert r16["history"][0]["grad/norm_total"] == pytest.approx(r32["history"][0]["grad/norm_total"], rel=1e-2)

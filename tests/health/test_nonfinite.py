@@ -143,3 +143,15 @@ def test_ddp_bf16_skip(ddp_health):
         _check_skip(r["guard_skip_loss"])
     _ranks_agree(ranks, "guard_skip_loss")
     assert math.isfinite(float(ranks[0]["guard_skip_loss"]["final"]["head.bias"]))
+
+
+def test_a_nan_loss_in_the_first_micro_batch_of_an_accumulated_step_skips_that_step(tmp_path):
+    # accumulate 2: batches 4 and 5 make optimizer step 2; the NaN loss (finite gradients) is in batch 4, so only
+    # a loss flag kept across the micro-batches catches it at the step
+    r = health_cases.guard_skip(1, "32-true", tmp_path, nan_kind="loss", watch="loss", nan_step=None,
+                                nan_batch=4, accumulate=2)
+    assert r["skips"] == 1 and r["skipped_steps"] == [2]
+    assert same_weights(r["after_batch"][3], r["after_batch"][5]), "step 2 changed nothing"
+    assert not same_weights(r["after_batch"][5], r["after_batch"][7])
+    assert r["adam_steps"][5] == 2 and r["adam_steps"][-1] == 7  # 8 steps, one skipped
+    assert r["sched_epochs"][5] == [2] and r["sched_epochs"][-1] == [7]

@@ -36,13 +36,15 @@ class Net(L.LightningModule):
     """
 
     def __init__(self, nan_step: int | None = None, nan_ranks: tuple[int, ...] = (0,), nan_kind: str = "grad",
-                 val_losses: list | None = None, sync: bool = True, epoch_scheduler: bool = False) -> None:
+                 val_losses: list | None = None, sync: bool = True, epoch_scheduler: bool = False,
+                 nan_batch: int | None = None) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.body = nn.Sequential(nn.Linear(4, 16), nn.Tanh())
         self.head = nn.Linear(16, 1)
         self.nan_step, self.nan_ranks, self.nan_kind = nan_step, nan_ranks, nan_kind
         self.val_losses, self.sync, self.epoch_scheduler = val_losses, sync, epoch_scheduler
+        self.nan_batch = nan_batch  # or: at this batch index of the first epoch (one micro-batch of a step)
 
     def forward(self, x):
         return self.head(self.body(x))
@@ -50,7 +52,8 @@ class Net(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = nn.functional.mse_loss(self(x).float(), y)
-        if self.global_step == self.nan_step and self.global_rank in self.nan_ranks:
+        hit = self.global_step == self.nan_step or (self.current_epoch == 0 and batch_idx == self.nan_batch)
+        if hit and self.global_rank in self.nan_ranks:
             loss = loss * float("nan") if self.nan_kind == "grad" else loss + torch.tensor(float("nan"))
         return loss
 
@@ -157,10 +160,13 @@ def trainer(devices: int, precision: str, callbacks: list, root: Path, **kw: Any
 
 
 def guard_skip(devices: int, precision: str, root: Path, nan_kind: str = "grad", watch: str = "both",
-               epoch_scheduler: bool = False, nan_step: int = 3) -> dict:
+               epoch_scheduler: bool = False, nan_step: int | None = 3, nan_batch: int | None = None,
+               accumulate: int = 1) -> dict:
     rec, guard = Recorder(), NonFiniteGuard(action="skip", watch=watch)
-    model = Net(nan_step=nan_step, nan_ranks=(devices - 1,), nan_kind=nan_kind, epoch_scheduler=epoch_scheduler)
-    t = trainer(devices, precision, [guard, rec], root, max_epochs=2, limit_val_batches=0)
+    model = Net(nan_step=nan_step, nan_ranks=(devices - 1,), nan_kind=nan_kind, epoch_scheduler=epoch_scheduler,
+                nan_batch=nan_batch)
+    t = trainer(devices, precision, [guard, rec], root, max_epochs=2, limit_val_batches=0,
+                accumulate_grad_batches=accumulate)
     t.fit(model, loader())
     return {"skips": guard.skips, "skipped_steps": guard.skipped_steps, "after_batch": rec.after_batch,
             "lrs": rec.lrs, "adam_steps": rec.adam_steps, "sched_epochs": rec.sched_epochs, "final": weights(model), "global_step": t.global_step}
