@@ -211,5 +211,28 @@ __all__ += [
     "unregister_stochastic",
 ]
 
+# --- training health (issue 12, health half) -------------------------------------------------------------
+from .health import (  # noqa: E402
+    EarlyStopping,
+    GradientMonitor,
+    NonFiniteGuard,
+    first_nonfinite,
+    grad_norm_by_group,
+    group_names,
+    maybe_nonfinite,
+    update_ratio_by_group,
+)
+
+__all__ += [
+    "EarlyStopping",
+    "GradientMonitor",
+    "NonFiniteGuard",
+    "first_nonfinite",
+    "grad_norm_by_group",
+    "group_names",
+    "maybe_nonfinite",
+    "update_ratio_by_group",
+]
+
 
 __version__ = "0.1.0"

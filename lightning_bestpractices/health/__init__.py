@@ -1,0 +1,29 @@
+"""Training health: gradient monitoring without per-step syncs, a non-finite guard that agrees across ranks, and
+early stopping that ends with the best weights.
+
+Functional core (``health.functional``, pure torch, no Lightning import): :func:`grad_norm_by_group`, :func:`update_ratio_by_group`,
+:func:`maybe_nonfinite`, :func:`first_nonfinite`. Lightning shells: :class:`GradientMonitor`,
+:class:`NonFiniteGuard`, :class:`EarlyStopping`.
+"""
+
+from .functional import (
+    first_nonfinite,
+    grad_norm_by_group,
+    group_names,
+    maybe_nonfinite,
+    update_ratio_by_group,
+)
+from .gradients import GradientMonitor
+from .nonfinite import NonFiniteGuard
+from .stopping import EarlyStopping
+
+__all__ = [
+    "EarlyStopping",
+    "GradientMonitor",
+    "NonFiniteGuard",
+    "first_nonfinite",
+    "grad_norm_by_group",
+    "group_names",
+    "maybe_nonfinite",
+    "update_ratio_by_group",
+]
