@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["group_names", "grad_norm_by_group", "update_ratio_by_group", "maybe_nonfinite", "first_nonfinite"]
 
 
@@ -68,11 +70,11 @@ def update_ratio_by_group(before: Sequence[Sequence[Tensor]], after: Sequence[Se
         [0.1]
     """
     if len(before) != len(after):
-        raise ValueError(f"`before` and `after` must have one entry per group, got {len(before)} and {len(after)}")
+        raise ArgumentError(f"`before` and `after` must have one entry per group, got {len(before)} and {len(after)}")
     out = []
     for b, a in zip(before, after):
         if len(b) != len(a):
-            raise ValueError(f"`before` and `after` must list the same parameters, got {len(b)} and {len(a)}")
+            raise ArgumentError(f"`before` and `after` must list the same parameters, got {len(b)} and {len(a)}")
         delta = _norm([y.detach().float() - x.float() for x, y in zip(b, a)], norm_type)
         weight = _norm([x.float() for x in b], norm_type)
         out.append(torch.where(weight > 0, delta / weight, torch.where(delta > 0, torch.inf, 0.0)))

@@ -8,6 +8,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .functional import grad_norm_by_group, group_names, update_ratio_by_group
 
 __all__ = ["GradientMonitor"]
@@ -64,9 +66,9 @@ class GradientMonitor(L.Callback):
         prefix: str = "grad/",
     ) -> None:
         if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"`every_n_steps` must be an int >= 1, got {every_n_steps!r}")
+            raise ArgumentError(f"`every_n_steps` must be an int >= 1, got {every_n_steps!r}")
         if not norm_type > 0:
-            raise ValueError(f"`norm_type` must be > 0, got {norm_type!r}")
+            raise ArgumentError(f"`norm_type` must be > 0, got {norm_type!r}")
         self.every_n_steps = every_n_steps
         self.per_layer = per_layer
         self.update_ratio = update_ratio

@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lightning_bestpractices.errors import ArgumentError
+
 from .functional import first_nonfinite, maybe_nonfinite
 
 __all__ = ["NonFiniteGuard"]
@@ -84,13 +86,13 @@ class NonFiniteGuard(L.Callback):
         filename: str = "last-good.ckpt",
     ) -> None:
         if action not in ACTIONS:
-            raise ValueError(f"`action` can be skip or stop, got {action!r}")
+            raise ArgumentError(f"`action` can be skip or stop, got {action!r}")
         if watch not in WATCH:
-            raise ValueError(f"`watch` can be both, loss or grads, got {watch!r}")
+            raise ArgumentError(f"`watch` can be both, loss or grads, got {watch!r}")
         if max_skips is not None and (isinstance(max_skips, bool) or not isinstance(max_skips, int) or max_skips < 1):
-            raise ValueError(f"`max_skips` must be an int >= 1 or None, got {max_skips!r}")
+            raise ArgumentError(f"`max_skips` must be an int >= 1 or None, got {max_skips!r}")
         if not filename or "/" in filename:
-            raise ValueError(f"`filename` must be a plain file name, got {filename!r}")
+            raise ArgumentError(f"`filename` must be a plain file name, got {filename!r}")
         self.action = action
         self.watch = watch
         self.max_skips = max_skips

@@ -10,6 +10,8 @@ from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lightning_bestpractices.errors import ArgumentError
+
 __all__ = ["EarlyStopping"]
 
 
@@ -82,13 +84,13 @@ class EarlyStopping(_LightningEarlyStopping):
         restore_best: bool = True,
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
-            raise ValueError(f"`monitor` must be a metric name, got {monitor!r}")
+            raise ArgumentError(f"`monitor` must be a metric name, got {monitor!r}")
         if mode not in self.mode_dict:
-            raise ValueError(f"`mode` can be min or max, got {mode!r}")
+            raise ArgumentError(f"`mode` can be min or max, got {mode!r}")
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"`patience` must be an int >= 0, got {patience!r}")
+            raise ArgumentError(f"`patience` must be an int >= 0, got {patience!r}")
         if not min_delta >= 0:
-            raise ValueError(f"`min_delta` must be >= 0, got {min_delta!r}")
+            raise ArgumentError(f"`min_delta` must be >= 0, got {min_delta!r}")
         super().__init__(monitor=monitor, min_delta=min_delta, patience=patience, verbose=verbose, mode=mode,
                          strict=strict, check_finite=check_finite, stopping_threshold=stopping_threshold,
                          divergence_threshold=divergence_threshold, check_on_train_epoch_end=check_on_train_epoch_end,
@@ -157,7 +159,7 @@ class EarlyStopping(_LightningEarlyStopping):
         except RuntimeError as err:
             if self.monitor in trainer.callback_metrics:
                 raise
-            raise ValueError(f"`monitor` {self.monitor!r} is not a logged metric; the metrics logged are: "
+            raise ArgumentError(f"`monitor` {self.monitor!r} is not a logged metric; the metrics logged are: "
                              f"{sorted(trainer.callback_metrics)}") from err
         if not self.restore_best or _not_fitting(trainer):
             return

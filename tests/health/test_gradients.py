@@ -128,7 +128,7 @@ def test_wandb_offline_metrics_and_histograms(tmp_path, monkeypatch):
                         enable_checkpointing=False)
     trainer.fit(health_cases.Net(nan_step=3), health_cases.loader())
     logger.experiment.finish()
-    run = read_offline_run(find_offline_runs(tmp_path)[0])
+    run = read_offline_run(find_offline_runs(tmp_path)[0], wait=120)
     assert len(run.values("grad/norm_total")) == 3  # steps 0, 2, 4
     assert len(run.values("grad/update_ratio/head")) == 3
     hist = run.values("grad/hist/head.weight")

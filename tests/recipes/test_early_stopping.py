@@ -40,7 +40,7 @@ def test_recipe_reports_final_and_best(mode, tmp_path):
     assert "run folder: " in out and "best/test_acc=" in out and "final/test_acc=" in out
     runs = find_offline_runs(tmp_path / "runs")
     assert len(runs) == 1
-    run = read_offline_run(runs[0])
+    run = read_offline_run(runs[0], wait=120)
     s = run.summary
     assert 0 <= s["best/epoch"] < s["epochs_trained"]
     if mode == "cpu":  # the full budget: the run overfits and stops early
