@@ -19,7 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
 from .._logging import format_table
-from ._trace import trace_model
+from ..tracing import node, trace_model
 from .frozen import FrozenBatchNorm
 
 __all__ = ["fold_batchnorm", "FoldReport"]
@@ -184,6 +184,6 @@ def fold_batchnorm(
 
 def _ndim(trace, call) -> int:
     for t in trace.keep:
-        if (id(t), t._version) == call.outputs[0]:
+        if node(t) == call.outputs[0]:
             return t.dim()
     return -1

@@ -16,12 +16,13 @@ from .calibration import (
 )
 from .functional import MCOutput, MCRegressionOutput, mc_predict, uncertainty_measures
 from .mixin import MCDropoutMixin, MCResult
-from .split import Split, find_split
+from .mode import MCState, mc_dropout_mode
+from .rng import RowRandom
+from .split import Split, explain_split, find_split
 from .stochastic import (
-    RowRandom,
     find_stochastic_modules,
-    mc_dropout_mode,
     register_stochastic,
+    stochastic_rate,
     stochastic_registry,
     unregister_stochastic,
 )
@@ -37,12 +38,15 @@ __all__ = [
     "MCOutput",
     "MCRegressionOutput",
     "RowRandom",
+    "MCState",
     "Split",
+    "explain_split",
     "find_split",
     "find_stochastic_modules",
     "mc_dropout_mode",
     "mc_predict",
     "register_stochastic",
+    "stochastic_rate",
     "stochastic_registry",
     "uncertainty_measures",
     "unregister_stochastic",

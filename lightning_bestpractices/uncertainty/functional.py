@@ -21,8 +21,9 @@ import torch
 from lightning.fabric.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from .split import find_split
-from .stochastic import count_functional_dropout_calls, find_stochastic_modules, mc_dropout_mode
+from .mode import mc_dropout_mode
+from .split import Analysis, _declared, analyse, count_functional_dropout_calls
+from .stochastic import check_rates, find_stochastic_modules
 
 __all__ = ["MCOutput", "MCRegressionOutput", "mc_predict", "uncertainty_measures"]
 
@@ -253,8 +254,8 @@ def mc_predict(
         indices = torch.arange(batch, device=x.device)
     elif not isinstance(indices, Tensor) or indices.shape != (batch,) or indices.is_floating_point():
         raise ValueError(f"`indices` must be an integer Tensor of shape ({batch},), got {indices!r}")
-    _check_dropout(model, x)
-    plan = find_split(model, x) if split else None  # before MC mode: the hook-recorded split runs the model
+    analysis = _check_dropout(model, x)  # before MC mode: the audit records one MC pass of its own
+    plan = (_declared(model) or analysis.split) if split else None
 
     with torch.no_grad(), mc_dropout_mode(model, seed) as mc:
         if mc.unseeded:
@@ -263,20 +264,23 @@ def mc_predict(
                 f"MC dropout: {mc.unseeded} have no seeded forward and use the global RNG, so results depend "
                 "on batch and chunk size; give them `mc_forward` or use `register_stochastic(cls, forward)`.",
             )
-        state = plan.prefix(x) if plan is not None else None
-        if plan is not None and not _valid_state(state, batch):
+        if split and plan is None:
             _warn_once(
-                f"nosplit{type(model).__name__}",
-                f"MC dropout: no safe prefix/suffix split for {type(model).__name__} (the values crossing the "
-                "cut are not batch-first tensors); running batched full passes instead.",
+                f"nosplit{type(model).__name__}:{analysis.reason}",
+                f"MC dropout: no exact prefix/suffix split for {type(model).__name__} ({analysis.reason}); "
+                "running batched full passes instead. Declare one with `mc_split()` (see MCDropoutMixin) to "
+                "run the deterministic part once.",
             )
-            plan, state = None, None
-        elif plan is None and split:
-            _warn_once(
-                f"nosplit{type(model).__name__}",
-                f"MC dropout: found no prefix/suffix split for {type(model).__name__}; running batched full "
-                "passes. Declare one with `mc_split()` (see MCDropoutMixin) to run the deterministic part once.",
-            )
+        state = None
+        if plan is not None:
+            state = plan.prefix(x.clone())  # an in-place op in the prefix must not change the caller's x
+            if not _valid_state(state, batch):
+                _warn_once(
+                    f"nosplit{type(model).__name__}",
+                    f"MC dropout: no exact prefix/suffix split for {type(model).__name__} (the values crossing "
+                    "the cut are not batch-first tensors); running batched full passes instead.",
+                )
+                plan, state = None, None
         source = state if plan is not None else x
         run = plan.suffix if plan is not None else model
         acc: Any = _Welford() if task == "regression" else _ClassificationAccumulator(targets)
@@ -331,9 +335,10 @@ def _describe(out: Any) -> str:
     return f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
 
 
-def _check_dropout(model: nn.Module, x: Tensor) -> None:
-    n_functional = count_functional_dropout_calls(model, x)
-    if not find_stochastic_modules(model):
+def _check_dropout(model: nn.Module, x: Tensor) -> Analysis:
+    modules = find_stochastic_modules(model)
+    if not modules:
+        n_functional = count_functional_dropout_calls(model, x)
         hint = (
             f" It calls functional dropout (F.dropout & co.) {n_functional} time(s): those calls take their "
             "`training` flag from your code and cannot be switched on; use nn.Dropout modules instead."
@@ -343,12 +348,16 @@ def _check_dropout(model: nn.Module, x: Tensor) -> None:
         raise ValueError(
             f"`model` ({type(model).__name__}) has no dropout-family module for MC dropout.{hint}"
         )
-    if n_functional:
+    check_rates(modules)
+    analysis = analyse(model, x)
+    if analysis.functional_dropouts:
         _warn_once(
             f"functional{type(model).__name__}",
-            f"MC dropout: {type(model).__name__} also calls F.dropout-style functions {n_functional} time(s); "
-            "those stay off during MC passes. Use nn.Dropout modules so they take part.",
+            f"MC dropout: {type(model).__name__} also calls F.dropout-style functions "
+            f"{analysis.functional_dropouts} time(s); those stay off during MC passes. Use nn.Dropout modules "
+            "so they take part.",
         )
+    return analysis
 
 
 def output_fields(output: MCOutput | MCRegressionOutput) -> dict[str, Any]:
