@@ -63,6 +63,10 @@ def test_ddp_two_processes_equal_one_process(run_script, tmp_path, single_proces
     for res in ranks:
         for stage in ("predict", "validate", "bf16"):
             _close(single_process[stage], res[stage], 1e-6)  # gathered, de-padded, in dataset order
+        # the temperature is fitted on the gathered validation logits (another summation order than 1 process)
+        _close(single_process["calibrated"], res["calibrated"], 1e-5)
+        assert res["temperature"] == pytest.approx(single_process["temperature"], rel=1e-5)
+        assert single_process["temperature"] != 1.0
         assert res["bn_unchanged"]
         for key, value in single_process["val_metrics"].items():
             assert res["val_metrics"][key] == pytest.approx(value, abs=1e-6), key

@@ -14,7 +14,7 @@ from .calibration import (
     uncertainty_auroc,
     uncertainty_histogram,
 )
-from .functional import MCOutput, MCRegressionOutput, mc_predict, uncertainty_measures
+from .functional import MCOutput, MCRegressionOutput, mc_logits, mc_predict, uncertainty_measures
 from .mixin import MCDropoutMixin, MCResult
 from .mode import MCState, mc_dropout_mode
 from .rng import RowRandom
@@ -26,6 +26,7 @@ from .stochastic import (
     stochastic_registry,
     unregister_stochastic,
 )
+from .temperature import fit_temperature, temperature_nll
 
 __all__ = [
     "MCDropoutMixin",
@@ -43,11 +44,14 @@ __all__ = [
     "explain_split",
     "find_split",
     "find_stochastic_modules",
+    "fit_temperature",
     "mc_dropout_mode",
+    "mc_logits",
     "mc_predict",
     "register_stochastic",
     "stochastic_rate",
     "stochastic_registry",
+    "temperature_nll",
     "uncertainty_measures",
     "unregister_stochastic",
 ]

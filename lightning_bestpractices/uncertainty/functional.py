@@ -25,7 +25,7 @@ from .mode import mc_dropout_mode
 from .split import Analysis, _declared, analyse, count_functional_dropout_calls
 from .stochastic import check_rates, find_stochastic_modules
 
-__all__ = ["MCOutput", "MCRegressionOutput", "mc_predict", "uncertainty_measures"]
+__all__ = ["MCOutput", "MCRegressionOutput", "mc_logits", "mc_predict", "uncertainty_measures"]
 
 Task = Literal["multiclass", "binary", "regression"]
 _WARNED: set[str] = set()
@@ -134,8 +134,10 @@ class _ClassificationAccumulator:
         return MCOutput(mean, std, predictive, expected, mi, ll, n)
 
 
-def _log_probs(out: Tensor, task: Task, n: int, batch: int) -> Tensor:
+def _log_probs(out: Tensor, task: Task, n: int, batch: int, temperature: float = 1.0) -> Tensor:
     out = out.float()
+    if temperature != 1.0:
+        out = out / temperature  # per sample, before its softmax: temperature scaling of the MC mixture
     if task == "binary":
         z = out.reshape(n, batch)
         return torch.stack([nn.functional.logsigmoid(-z), nn.functional.logsigmoid(z)], -1)
@@ -209,6 +211,7 @@ def mc_predict(
     chunk_size: int | None = None,
     memory_budget: int | None = None,
     split: bool = True,
+    temperature: float = 1.0,
 ) -> MCOutput | MCRegressionOutput:
     """Monte Carlo dropout predictions of ``model`` on the batch ``x``.
 
@@ -225,6 +228,8 @@ def mc_predict(
         chunk_size: samples per stochastic pass (default: all N, or what fits ``memory_budget``).
         memory_budget: bytes allowed for one chunk's activations (estimated on the first sample).
         split: run the deterministic prefix once (see ``split.py``); ``False`` runs batched full passes.
+        temperature: divides every sample's logits before its softmax/sigmoid (fit it on validation data with
+            :func:`~lightning_bestpractices.uncertainty.fit_temperature` on :func:`mc_logits`); classification.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -241,6 +246,76 @@ def mc_predict(
         raise ValueError(f"`task` must be 'multiclass', 'binary' or 'regression', got {task!r}")
     if not isinstance(x, Tensor) or x.dim() == 0:
         raise TypeError(f"`x` must be a batch-first Tensor, got {type(x).__name__}")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not (math.isfinite(temperature) and temperature > 0)
+    ):
+        raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}")
+    if temperature != 1.0 and task == "regression":
+        raise ValueError(
+            f"`temperature` scales classification logits; got {temperature!r} with task='regression'"
+        )
+    return _mc(model, x, n_samples, targets, task, seed, indices, chunk_size, memory_budget, split,
+               float(temperature), collect=False)  # fmt: skip
+
+
+def mc_logits(
+    model: nn.Module,
+    x: Tensor,
+    n_samples: int = 30,
+    *,
+    seed: int = 0,
+    indices: Tensor | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | None = None,
+    split: bool = True,
+) -> Tensor:
+    """The per-sample outputs ``(N, B, ...)`` of the same seeded passes as :func:`mc_predict` (fp32).
+
+    For fitting a temperature on validation data only (:func:`~lightning_bestpractices.uncertainty.
+    fit_temperature`); predictions come from :func:`mc_predict`, which averages probabilities.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+        >>> x = torch.randn(5, 4)
+        >>> z = mc_logits(net, x, n_samples=8)
+        >>> z.shape
+        torch.Size([8, 5, 3])
+        >>> torch.allclose(z.softmax(-1).mean(0), mc_predict(net, x, 8).mean_probs, atol=1e-6)
+        True
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"`n_samples` must be an int >= 1, got {n_samples!r}")
+    if not isinstance(x, Tensor) or x.dim() == 0:
+        raise TypeError(f"`x` must be a batch-first Tensor, got {type(x).__name__}")
+    return _mc(model, x, n_samples, None, "regression", seed, indices, chunk_size, memory_budget, split, 1.0,
+               collect=True)  # fmt: skip
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.parts: list[Tensor] = []
+
+    def update(self, values: Tensor) -> None:
+        self.parts.append(values)
+
+
+def _mc(
+    model: nn.Module,
+    x: Tensor,
+    n_samples: int,
+    targets: Tensor | None,
+    task: Task,
+    seed: int,
+    indices: Tensor | None,
+    chunk_size: int | None,
+    memory_budget: int | None,
+    split: bool,
+    temperature: float,
+    collect: bool,
+) -> Any:
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
@@ -283,7 +358,13 @@ def mc_predict(
                 plan, state = None, None
         source = state if plan is not None else x
         run = plan.suffix if plan is not None else model
-        acc: Any = _Welford() if task == "regression" else _ClassificationAccumulator(targets)
+        acc: Any = (
+            _Collect()
+            if collect
+            else _Welford()
+            if task == "regression"
+            else _ClassificationAccumulator(targets)
+        )
 
         def _pass(start: int, count: int, measure: bool = False) -> int:
             mc.set_rows(indices, torch.arange(start, start + count, device=x.device))
@@ -308,7 +389,7 @@ def mc_predict(
             if task == "regression":
                 acc.update(out.float().reshape(count, batch, *out.shape[1:]))
             else:
-                acc.update(_log_probs(out, task, count, batch))
+                acc.update(_log_probs(out, task, count, batch, temperature))
             return _nbytes(inp) + peak[0] + _nbytes(out)
 
         done = 0
@@ -326,6 +407,8 @@ def mc_predict(
             _pass(done, count)
             done += count
 
+    if collect:
+        return torch.cat(acc.parts)
     if task == "regression":
         return MCRegressionOutput(acc.mean, acc.variance, acc.n)
     return acc.result(binary=task == "binary")
