@@ -120,7 +120,8 @@ def test_mixin_with_task_fit_then_mc_test_saves_figures(tmp_path):
     )  # fmt: skip
     trainer.fit(model, dm)
     assert "val/loss" in trainer.callback_metrics  # the task's own validation_step ran (not MC)
-    assert find_split(model, torch.rand(2, 1, 8, 8)).kind == "fx"  # LightningModule: features + flatten (prefix) | head (suffix)
+    # LightningModule: features + flatten (prefix) | head (suffix)
+    assert find_split(model, torch.rand(2, 1, 8, 8)).kind == "fx"
     bn = model.features[1].running_mean.clone()
     trainer.test(model, dm)
     assert torch.equal(bn, model.features[1].running_mean)

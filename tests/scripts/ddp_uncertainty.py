@@ -83,7 +83,10 @@ def run(devices: int) -> dict:
     t.test(model, datamodule=InMemoryDataModule(val=(x[:20], y[:20]), test=(x[20:], y[20:]), batch_size=4,
                                                  eval_batch_size=3))  # fmt: skip
     result["temperature"] = model.mc_temperature
-    result["calibrated"] = {**asdict(model.mc_results["test"].output), "indices": model.mc_results["test"].indices}
+    result["calibrated"] = {
+        **asdict(model.mc_results["test"].output),
+        "indices": model.mc_results["test"].indices,
+    }
     return result
 
 
