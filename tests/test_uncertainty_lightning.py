@@ -139,9 +139,15 @@ def test_recipe_runs_from_the_command_line_and_logs_to_wandb(tmp_path):
         [ROOT / "recipes" / "mc_dropout.py", "--epochs", "1", "--n-samples", "3", "--out", out], tmp_path
     )
     results = json.loads((out / "results.json").read_text())
-    mc = results["MC dropout (N=3)"]
-    assert set(mc) == {"accuracy", "nll", "ece", "brier", "auroc_entropy", "auroc_MI"}
-    assert set(results["deterministic"]) == {"accuracy", "nll", "ece", "brier", "auroc_entropy"}
+    base = {"accuracy", "nll", "ece", "brier", "torchmetrics_CalibrationError", "temperature", "auroc_entropy"}
+    assert set(results["deterministic"]) == set(results["deterministic + temperature"]) == base
+    mc, raw = results["MC dropout (N=3) + temperature"], results["MC dropout (N=3)"]
+    assert set(mc) == set(raw) == base | {"auroc_MI"}
+    assert raw["temperature"] == results["deterministic"]["temperature"] == 1.0
+    assert mc["temperature"] != 1.0 and results["deterministic + temperature"]["temperature"] != 1.0
+    for row in results.values():
+        if "ece" in row:  # the package's ECE is torchmetrics' CalibrationError (15 bins, L1)
+            assert row["torchmetrics_CalibrationError"] == pytest.approx(row["ece"], abs=1e-6)
     files = Path(results["meta"]["run_dir"])
     for name in (
         "mc_dropout_reliability",
@@ -153,8 +159,9 @@ def test_recipe_runs_from_the_command_line_and_logs_to_wandb(tmp_path):
     run = read_offline_run(find_offline_runs(out)[0])
     for key in ("mc_dropout/reliability", "mc_dropout/mi_histogram", "test_mc/reliability"):  # images in W&B
         assert [v["_type"] for v in run.values(key)] == ["images/separated"], key
-    assert run.values("test/mc_ece")[-1] == pytest.approx(mc["ece"], abs=1e-6)
-    assert run.values("mc_dropout/results")[-1]["nrows"] == 2  # the results table
+    assert run.values("test/mc_ece")[-1] == pytest.approx(mc["ece"], abs=1e-6)  # calibrated by the mixin
+    assert run.values("test/mc_temperature")[-1] == pytest.approx(mc["temperature"], rel=1e-6)
+    assert run.values("mc_dropout/results")[-1]["nrows"] == 4  # the results table
 
 
 def test_configure_mc_dropout_bad_arguments():
