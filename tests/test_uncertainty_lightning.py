@@ -139,7 +139,15 @@ def test_recipe_runs_from_the_command_line_and_logs_to_wandb(tmp_path):
         [ROOT / "recipes" / "mc_dropout.py", "--epochs", "1", "--n-samples", "3", "--out", out], tmp_path
     )
     results = json.loads((out / "results.json").read_text())
-    base = {"accuracy", "nll", "ece", "brier", "torchmetrics_CalibrationError", "temperature", "auroc_entropy"}
+    base = {
+        "accuracy",
+        "nll",
+        "ece",
+        "brier",
+        "torchmetrics_CalibrationError",
+        "temperature",
+        "auroc_entropy",
+    }
     assert set(results["deterministic"]) == set(results["deterministic + temperature"]) == base
     mc, raw = results["MC dropout (N=3) + temperature"], results["MC dropout (N=3)"]
     assert set(mc) == set(raw) == base | {"auroc_MI"}
