@@ -234,5 +234,16 @@ __all__ += [
     "update_ratio_by_group",
 ]
 
+# --- issue 11: exact MC split, tracing, temperature scaling ------------------------------------------------
+from .uncertainty import (  # noqa: E402
+    explain_split,
+    fit_temperature,
+    mc_logits,
+    stochastic_rate,
+    temperature_nll,
+)
+
+__all__ += ["explain_split", "fit_temperature", "mc_logits", "stochastic_rate", "temperature_nll"]
+
 
 __version__ = "0.1.0"

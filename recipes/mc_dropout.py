@@ -5,8 +5,11 @@
     python recipes/mc_dropout.py --dataset MNIST --data-dir ~/data --download   # download is yours (once)
 
 Trains the package's ``SmallCNN`` (conv + BatchNorm trunk, two Dropout layers in its MLP head) with the
-``Classifier`` task, then evaluates the test set twice: deterministically (dropout off, one pass) and with MC
-dropout (N passes through the head only, probabilities averaged, via ``MCDropoutMixin`` / ``trainer.test``).
+``Classifier`` task, then evaluates the test set deterministically (dropout off, one pass) and with MC dropout
+(N passes through the head only, probabilities averaged, via ``MCDropoutMixin`` / ``trainer.test``), each
+before and after temperature scaling fitted on the validation set (the mixin's ``calibrate=True`` for MC:
+every sample's logits divided by T before its softmax). ECE is reported twice: the package's
+``calibration_metrics`` and torchmetrics' ``CalibrationError`` module (15 bins, L1).
 Prints one table, logs it and two figures (reliability diagram of both, MI histogram correct vs wrong) to W&B
 (offline by default) and saves them with ``results.json`` under ``--out``.
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from torchmetrics import CalibrationError
 
 from lightning_bestpractices._logging import log_figure, log_table, run_dir
 from lightning_bestpractices.data import DigitsDataModule, VisionDataModule
@@ -29,7 +33,10 @@ from lightning_bestpractices.models import SmallCNN
 from lightning_bestpractices.tasks import Classifier
 from lightning_bestpractices.uncertainty import (
     MCDropoutMixin,
+    MCOutput,
     calibration_metrics,
+    fit_temperature,
+    mc_predict,
     reliability_diagram,
     uncertainty_auroc,
     uncertainty_histogram,
@@ -37,11 +44,12 @@ from lightning_bestpractices.uncertainty import (
 
 
 class MCClassifier(MCDropoutMixin, Classifier):
-    """The Classifier task (training, deterministic validation) plus MC dropout on ``trainer.test``."""
+    """The Classifier task (training, deterministic validation) plus calibrated MC dropout on ``trainer.test``."""
 
     def __init__(self, net: torch.nn.Module, num_classes: int, lr: float, n_samples: int, seed: int) -> None:
         super().__init__(net, num_classes=num_classes, lr=lr)
-        self.configure_mc_dropout(n_samples, seed=seed, stages=("test",))
+        # calibrate: before test, fit a temperature on the validation set (per-sample logits, MC mixture NLL)
+        self.configure_mc_dropout(n_samples, seed=seed, stages=("test",), calibrate=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,12 +93,12 @@ def make_data(args: argparse.Namespace) -> tuple[L.LightningDataModule, int]:
                             seed=args.seed), 10  # fmt: skip
 
 
-def test_tensors(dm: L.LightningDataModule) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole test split on the CPU, in dataset order (the order ``mc_results`` uses)."""
+def split_tensors(dm: L.LightningDataModule, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole split on the CPU, in dataset order (the order ``mc_results`` uses)."""
     if isinstance(dm, DigitsDataModule):
-        x, y = dm.splits["test"]
+        x, y = dm.splits[split]
         return x.cpu(), y.cpu()
-    loader = torch.utils.data.DataLoader(dm.datasets["test"], batch_size=1000)
+    loader = torch.utils.data.DataLoader(dm.datasets[split], batch_size=1000)
     xs, ys = zip(*loader)
     return torch.cat(xs), torch.cat(ys)
 
@@ -119,39 +127,57 @@ def main(argv: list[str] | None = None) -> dict:
     if not trainer.is_global_zero:
         return {}
 
-    mc = model.mc_results["test"]
-    x, y = test_tensors(dm)
+    mc = model.mc_results["test"]  # calibrated: T fitted on the validation set by the mixin before test
+    x, y = split_tensors(dm, "test")
     assert torch.equal(mc.targets, y), "MC results are not in dataset order"
+    xv, yv = split_tensors(dm, "val")
     model.eval()
     with torch.no_grad():
-        det_probs = torch.cat([model(xb.to(model.device)).float().softmax(-1).cpu() for xb in x.split(1000)])
-    det_ok = det_probs.argmax(-1) == y
-    mc_ok = mc.output.predictions == y
-    det_entropy = torch.special.entr(det_probs).sum(-1)
+        det_logits = torch.cat([model(xb.to(model.device)).float().cpu() for xb in x.split(1000)])
+        val_logits = torch.cat([model(xb.to(model.device)).float().cpu() for xb in xv.split(1000)])
+    t_det = fit_temperature(val_logits, yv)  # deterministic temperature, same validation set
+    mc_raw = mc_predict(model, x.to(model.device), args.n_samples, seed=args.seed,
+                        indices=torch.arange(len(y), device=model.device))  # the same masks, T = 1  # fmt: skip
+    mc_raw = type(mc_raw)(
+        **{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in vars(mc_raw).items()}
+    )
+    tm_ece = CalibrationError(task="multiclass", num_classes=classes, n_bins=15, norm="l1")
     rows, results = [], {}
-    for name, probs, ok, unc in [
-        ("deterministic", det_probs, det_ok, {"entropy": det_entropy}),
-        (f"MC dropout (N={args.n_samples})", mc.output, mc_ok,
-         {"entropy": mc.output.predictive_entropy, "MI": mc.output.mutual_information}),
-    ]:  # fmt: skip
-        m = calibration_metrics(probs, y)
+    variants = [
+        ("deterministic", 1.0, det_logits.softmax(-1)),
+        ("deterministic + temperature", t_det, (det_logits / t_det).softmax(-1)),
+        (f"MC dropout (N={args.n_samples})", 1.0, mc_raw),
+        (f"MC dropout (N={args.n_samples}) + temperature", model.mc_temperature, mc.output),
+    ]
+    for name, temp, out_or_probs in variants:
+        probs = out_or_probs.mean_probs if isinstance(out_or_probs, MCOutput) else out_or_probs
+        ok = probs.argmax(-1) == y
+        unc = {"entropy": torch.special.entr(probs).sum(-1)}
+        if isinstance(out_or_probs, MCOutput):
+            unc["MI"] = out_or_probs.mutual_information
+        m = calibration_metrics(out_or_probs, y)
+        m["torchmetrics_CalibrationError"] = float(tm_ece(probs, y))
+        m["temperature"] = float(temp)
         m.update({f"auroc_{k}": uncertainty_auroc(v, ok) for k, v in unc.items()})
         results[name] = m
-        rows.append(
-            [name, m["accuracy"], m["nll"], m["ece"], m["brier"], m["auroc_entropy"], m.get("auroc_MI")]
-        )
+        rows.append([name, m["temperature"], m["accuracy"], m["nll"], m["ece"], m["torchmetrics_CalibrationError"],
+                     m["brier"], m["auroc_entropy"], m.get("auroc_MI")])  # fmt: skip
     columns = [
         "model",
+        "T",
         "accuracy",
         "NLL",
         "ECE (15 bins)",
+        "torchmetrics CalibrationError",
         "Brier",
         "AUROC entropy",
         "AUROC MI (wrong vs right)",
     ]
+    det_probs, mc_ok = variants[1][2], mc.output.predictions == y
     log_table(trainer, "mc_dropout/results", columns, rows)
     log_figure(trainer, "mc_dropout/reliability",
-               reliability_diagram({"deterministic": det_probs, f"MC dropout N={args.n_samples}": mc.output.mean_probs}, y))  # fmt: skip
+               reliability_diagram({"deterministic + T": det_probs, f"MC dropout N={args.n_samples}": mc_raw.mean_probs,
+                                    f"MC dropout N={args.n_samples} + T": mc.output.mean_probs}, y))  # fmt: skip
     log_figure(trainer, "mc_dropout/mi_histogram", uncertainty_histogram(mc.output.mutual_information, mc_ok))
     results["meta"] = {"dataset": args.dataset, "test_size": len(y), "epochs": args.epochs, "fit_s": fit_s,
                        "mc_test_s": mc_s, "devices": args.devices, "precision": args.precision,

@@ -63,6 +63,10 @@ def test_ddp_two_processes_equal_one_process(run_script, tmp_path, single_proces
     for res in ranks:
         for stage in ("predict", "validate", "bf16"):
             _close(single_process[stage], res[stage], 1e-6)  # gathered, de-padded, in dataset order
+        # the temperature is fitted on the gathered validation logits (another summation order than 1 process)
+        _close(single_process["calibrated"], res["calibrated"], 1e-5)
+        assert res["temperature"] == pytest.approx(single_process["temperature"], rel=1e-5)
+        assert single_process["temperature"] != 1.0
         assert res["bn_unchanged"]
         for key, value in single_process["val_metrics"].items():
             assert res["val_metrics"][key] == pytest.approx(value, abs=1e-6), key
@@ -116,7 +120,8 @@ def test_mixin_with_task_fit_then_mc_test_saves_figures(tmp_path):
     )  # fmt: skip
     trainer.fit(model, dm)
     assert "val/loss" in trainer.callback_metrics  # the task's own validation_step ran (not MC)
-    assert find_split(model).kind == "fx"  # LightningModule: features + flatten (prefix) | head (suffix)
+    # LightningModule: features + flatten (prefix) | head (suffix)
+    assert find_split(model, torch.rand(2, 1, 8, 8)).kind == "fx"
     bn = model.features[1].running_mean.clone()
     trainer.test(model, dm)
     assert torch.equal(bn, model.features[1].running_mean)
@@ -134,9 +139,23 @@ def test_recipe_runs_from_the_command_line_and_logs_to_wandb(tmp_path):
         [ROOT / "recipes" / "mc_dropout.py", "--epochs", "1", "--n-samples", "3", "--out", out], tmp_path
     )
     results = json.loads((out / "results.json").read_text())
-    mc = results["MC dropout (N=3)"]
-    assert set(mc) == {"accuracy", "nll", "ece", "brier", "auroc_entropy", "auroc_MI"}
-    assert set(results["deterministic"]) == {"accuracy", "nll", "ece", "brier", "auroc_entropy"}
+    base = {
+        "accuracy",
+        "nll",
+        "ece",
+        "brier",
+        "torchmetrics_CalibrationError",
+        "temperature",
+        "auroc_entropy",
+    }
+    assert set(results["deterministic"]) == set(results["deterministic + temperature"]) == base
+    mc, raw = results["MC dropout (N=3) + temperature"], results["MC dropout (N=3)"]
+    assert set(mc) == set(raw) == base | {"auroc_MI"}
+    assert raw["temperature"] == results["deterministic"]["temperature"] == 1.0
+    assert mc["temperature"] != 1.0 and results["deterministic + temperature"]["temperature"] != 1.0
+    for row in results.values():
+        if "ece" in row:  # the package's ECE is torchmetrics' CalibrationError (15 bins, L1)
+            assert row["torchmetrics_CalibrationError"] == pytest.approx(row["ece"], abs=1e-6)
     files = Path(results["meta"]["run_dir"])
     for name in (
         "mc_dropout_reliability",
@@ -148,8 +167,9 @@ def test_recipe_runs_from_the_command_line_and_logs_to_wandb(tmp_path):
     run = read_offline_run(find_offline_runs(out)[0], wait=120)
     for key in ("mc_dropout/reliability", "mc_dropout/mi_histogram", "test_mc/reliability"):  # images in W&B
         assert [v["_type"] for v in run.values(key)] == ["images/separated"], key
-    assert run.values("test/mc_ece")[-1] == pytest.approx(mc["ece"], abs=1e-6)
-    assert run.values("mc_dropout/results")[-1]["nrows"] == 2  # the results table
+    assert run.values("test/mc_ece")[-1] == pytest.approx(mc["ece"], abs=1e-6)  # calibrated by the mixin
+    assert run.values("test/mc_temperature")[-1] == pytest.approx(mc["temperature"], rel=1e-6)
+    assert run.values("mc_dropout/results")[-1]["nrows"] == 4  # the results table
 
 
 def test_configure_mc_dropout_bad_arguments():

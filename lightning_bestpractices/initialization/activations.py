@@ -1,6 +1,6 @@
 """Find the activation that follows each weight layer, in execution order (or registration order as fallback).
 
-The execution-order search runs the model once (see ``normalization._trace``) and walks forward from the layer's
+The execution-order search runs the model once (see :mod:`lightning_bestpractices.tracing`) and walks forward from the layer's
 output through ops that do not mix features (norms, dropout, reshapes, pooling, residual adds, ...) until it
 reaches an activation (found) or a feature-mixing op such as another linear/conv/matmul/softmax (none found).
 Functional activations in ``forward`` (``F.gelu(x)``, ``x.relu()``, ``torch.tanh(x)``) count like modules.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..normalization._trace import Node, Trace
+from ..tracing import Node, Trace
 
 __all__ = ["Activation", "activation_from_op", "find_activations_traced", "find_activations_by_order"]
 

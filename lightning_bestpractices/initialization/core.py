@@ -23,7 +23,7 @@ from lightning_bestpractices.errors import ArgumentError
 
 from .._logging import format_table
 from ..normalization import FrozenBatchNorm, is_norm
-from ..normalization._trace import Trace, trace_model
+from ..tracing import Trace, trace_model
 from .activations import Activation, find_activations_by_order, find_activations_traced, gain
 from .residual import zero_residual_norms
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..normalization import is_norm
-from ..normalization._trace import Trace
+from ..tracing import Trace
 
 __all__ = ["zero_residual_norms"]
 

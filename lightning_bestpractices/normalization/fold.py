@@ -3,8 +3,10 @@
 What this adds over ``torch.nn.utils.fusion`` (which does the arithmetic here) and over
 ``torch.fx.experimental.optimization.fuse``: the Conv -> BN pairs are found in *execution order* by running the
 model once (so models that fx cannot trace, e.g. with data-dependent control flow, are folded too), a pair is
-folded only when it is provably safe (the conv output feeds nothing but that BN, both modules run exactly once,
-the weights are not shared), and every BN that is left in place is reported with the reason.
+folded only when it is provably safe (the conv output feeds nothing but that BN and is never changed in place,
+also not through a view or inside the layer's own ``forward``, both modules run exactly once, the weights are not
+shared), and every BN that is left in place is reported with the reason. The pass is recorded by
+:mod:`lightning_bestpractices.tracing`, which sees in-place ops.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 from lightning_bestpractices.errors import ArgumentError
 
 from .._logging import format_table
-from ._trace import trace_model
+from ..tracing import node, trace_model
 from .frozen import FrozenBatchNorm
 
 __all__ = ["fold_batchnorm", "FoldReport"]
@@ -138,12 +140,21 @@ def fold_batchnorm(
             reason = f"runs {len(bn_calls)} times per forward"
         elif len(bn_calls[0].inputs) != 1 or bn_calls[0].inputs[0] not in produced_by:
             reason = "its input is not the output of a Conv/Linear module"
+            changed = [op for op in trace.ops if op.mutated and bn_calls[0].inputs[0] in op.outputs]
+            if changed:
+                reason += f" (it was changed in place by `{changed[-1].name}` after that module returned it)"
         else:
             node = bn_calls[0].inputs[0]
             layer_call = produced_by[node]
             layer = layer_call.module
             others = [op for op in trace.data_consumers(node) if id(bn) not in op.stack]
-            if others:
+            changed = trace.mutations_of(node)
+            if changed:
+                reason = (
+                    f"{names.get(id(layer))}'s output is changed in place by `{changed[0].name}` (folding would "
+                    "move the BN across that op)"
+                )
+            elif others:
                 reason = f"{names.get(id(layer))}'s output is also used by `{others[0].name}`"
             elif node in model_outputs:
                 reason = f"{names.get(id(layer))}'s output is also a model output"
@@ -186,6 +197,6 @@ def fold_batchnorm(
 
 def _ndim(trace, call) -> int:
     for t in trace.keep:
-        if (id(t), t._version) == call.outputs[0]:
+        if node(t) == call.outputs[0]:
             return t.dim()
     return -1

@@ -14,17 +14,19 @@ from .calibration import (
     uncertainty_auroc,
     uncertainty_histogram,
 )
-from .functional import MCOutput, MCRegressionOutput, mc_predict, uncertainty_measures
+from .functional import MCOutput, MCRegressionOutput, mc_logits, mc_predict, uncertainty_measures
 from .mixin import MCDropoutMixin, MCResult
-from .split import Split, find_split
+from .mode import MCState, mc_dropout_mode
+from .rng import RowRandom
+from .split import Split, explain_split, find_split
 from .stochastic import (
-    RowRandom,
     find_stochastic_modules,
-    mc_dropout_mode,
     register_stochastic,
+    stochastic_rate,
     stochastic_registry,
     unregister_stochastic,
 )
+from .temperature import fit_temperature, temperature_nll
 
 __all__ = [
     "MCDropoutMixin",
@@ -37,13 +39,19 @@ __all__ = [
     "MCOutput",
     "MCRegressionOutput",
     "RowRandom",
+    "MCState",
     "Split",
+    "explain_split",
     "find_split",
     "find_stochastic_modules",
+    "fit_temperature",
     "mc_dropout_mode",
+    "mc_logits",
     "mc_predict",
     "register_stochastic",
+    "stochastic_rate",
     "stochastic_registry",
+    "temperature_nll",
     "uncertainty_measures",
     "unregister_stochastic",
 ]

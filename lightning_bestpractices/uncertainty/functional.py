@@ -14,151 +14,55 @@ dropout, tile the input N times, ``softmax(...).mean(0)``):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+import os
+import warnings
+import weakref
+from dataclasses import fields
+from typing import Any
 
 import torch
-from lightning.fabric.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_bestpractices.errors import ArgumentError
 
-from .split import find_split
-from .stochastic import count_functional_dropout_calls, find_stochastic_modules, mc_dropout_mode
+from .measures import (
+    MCOutput,
+    MCRegressionOutput,
+    Task,
+    _ClassificationAccumulator,
+    _log_probs,
+    _Welford,
+    uncertainty_measures,
+)
+from .mode import mc_dropout_mode
+from .split import Analysis, _declared, analyse, count_functional_dropout_calls
+from .stochastic import check_rates, find_stochastic_modules
 
-__all__ = ["MCOutput", "MCRegressionOutput", "mc_predict", "uncertainty_measures"]
+__all__ = ["MCOutput", "MCRegressionOutput", "mc_logits", "mc_predict", "uncertainty_measures"]
 
-Task = Literal["multiclass", "binary", "regression"]
-_WARNED: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _WARNED:
-        _WARNED.add(key)
-        rank_zero_warn(message)
-
-
-@dataclass
-class MCOutput:
-    """Per-input MC dropout outputs for classification (``binary``: probabilities of the positive class).
-
-    Attributes:
-        mean_probs: mean over samples of the softmax (sigmoid) probabilities, ``(B, C)`` (binary ``(B,)``).
-        std_probs: standard deviation over samples of those probabilities (population std, 0 for N=1).
-        predictive_entropy: entropy of ``mean_probs`` (total uncertainty, nats), ``(B,)``.
-        expected_entropy: mean over samples of each sample's entropy (aleatoric), ``(B,)``.
-        mutual_information: ``predictive_entropy - expected_entropy`` (epistemic), in ``[0, log C]``.
-        log_likelihood: ``log mean_s p_s(target)``, the mixture log-likelihood computed in log space; ``None``
-            without targets.
-        n_samples: number of MC samples.
-    """
-
-    mean_probs: Tensor
-    std_probs: Tensor
-    predictive_entropy: Tensor
-    expected_entropy: Tensor
-    mutual_information: Tensor
-    log_likelihood: Tensor | None
-    n_samples: int
-
-    @property
-    def predictions(self) -> Tensor:
-        """Predicted class from the averaged probabilities."""
-        return (self.mean_probs > 0.5).long() if self.mean_probs.dim() == 1 else self.mean_probs.argmax(-1)
+_WARNED: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
 
 
-@dataclass
-class MCRegressionOutput:
-    """Per-input MC dropout outputs for regression: predictive ``mean`` and ``variance`` over samples."""
-
-    mean: Tensor
-    variance: Tensor
-    n_samples: int
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# streaming aggregation
-# ----------------------------------------------------------------------------------------------------------------
-class _Welford:
-    """Running mean and sum of squared deviations over chunks (Chan et al.'s merge): exact, O(batch) memory."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.mean: Tensor | None = None
-        self.m2: Tensor | None = None
-
-    def update(self, values: Tensor) -> None:  # values: (chunk, ...)
-        c = values.shape[0]
-        cmean = values.mean(0)
-        cm2 = (values - cmean).square().sum(0)
-        if self.mean is None:
-            self.n, self.mean, self.m2 = c, cmean, cm2
-            return
-        total = self.n + c
-        delta = cmean - self.mean
-        self.mean = self.mean + delta * (c / total)
-        self.m2 = self.m2 + cm2 + delta.square() * (self.n * c / total)
-        self.n = total
-
-    @property
-    def variance(self) -> Tensor:
-        return self.m2 / self.n
+def _warn_once(model: nn.Module, key: str, message: str) -> None:
+    """Warn (rank 0 only) the first time ``key`` applies to this ``model`` object: a loop over ``mc_predict``
+    calls says it once, while another model (a later test's, or a reloaded one) is told again. The memory lives
+    and dies with the model, so no process-wide state can hide a warning that a later caller expects."""
+    seen = _WARNED.setdefault(model, set())
+    if key not in seen:
+        seen.add(key)
+        if _global_rank() == 0:
+            warnings.warn(message, UserWarning, stacklevel=3)
 
 
-class _ClassificationAccumulator:
-    def __init__(self, targets: Tensor | None) -> None:
-        self.probs = _Welford()
-        self.entropy_sum: Tensor | None = None
-        self.targets = targets
-        self.lse: Tensor | None = None
-
-    def update(self, log_probs: Tensor) -> None:  # (chunk, B, C), fp32
-        probs = log_probs.exp()
-        self.probs.update(probs)
-        ent = torch.special.entr(probs).sum(-1).sum(0)
-        self.entropy_sum = ent if self.entropy_sum is None else self.entropy_sum + ent
-        if self.targets is not None:
-            idx = self.targets.view(1, -1, 1).expand(log_probs.shape[0], -1, 1)
-            lse = log_probs.gather(-1, idx).squeeze(-1).logsumexp(0)
-            self.lse = lse if self.lse is None else torch.logaddexp(self.lse, lse)
-
-    def result(self, binary: bool) -> MCOutput:
-        n = self.probs.n
-        mean = self.probs.mean
-        std = self.probs.variance.clamp_min(0).sqrt()
-        predictive = torch.special.entr(mean).sum(-1)
-        expected = self.entropy_sum / n
-        mi = (predictive - expected).clamp(0.0, math.log(mean.shape[-1]))
-        ll = None if self.lse is None else self.lse - math.log(n)
-        if binary:
-            mean, std = mean[..., 1].contiguous(), std[..., 1].contiguous()
-        return MCOutput(mean, std, predictive, expected, mi, ll, n)
-
-
-def _log_probs(out: Tensor, task: Task, n: int, batch: int) -> Tensor:
-    out = out.float()
-    if task == "binary":
-        z = out.reshape(n, batch)
-        return torch.stack([nn.functional.logsigmoid(-z), nn.functional.logsigmoid(z)], -1)
-    return torch.log_softmax(out.reshape(n, batch, -1), -1)
-
-
-def uncertainty_measures(log_probs: Tensor, targets: Tensor | None = None) -> MCOutput:
-    """Reference measures from stacked per-sample log-probabilities (or logits) ``(N, B, C)`` (not streamed).
-
-    Each sample is turned into probabilities first; only probabilities are averaged.
-
-    Example:
-        >>> lp = torch.log(torch.tensor([[[0.9, 0.1]], [[0.1, 0.9]]]))  # two samples that disagree
-        >>> out = uncertainty_measures(lp)
-        >>> out.mean_probs, round(float(out.mutual_information), 4)
-        (tensor([[0.5000, 0.5000]]), 0.3681)
-    """
-    if log_probs.dim() != 3:
-        raise ArgumentError(f"`log_probs` must have shape (N, B, C), got {tuple(log_probs.shape)}")
-    acc = _ClassificationAccumulator(targets)
-    acc.update(log_probs.float().log_softmax(-1))  # idempotent on log-probs; normalises logits
-    return acc.result(binary=False)
+def _global_rank() -> int:
+    """This process's rank: torch.distributed's when it runs, else the launcher's environment (the variables
+    Lightning reads), else 0. Pure torch, so that ``mc_predict`` imports without Lightning."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -210,6 +114,7 @@ def mc_predict(
     chunk_size: int | None = None,
     memory_budget: int | None = None,
     split: bool = True,
+    temperature: float = 1.0,
 ) -> MCOutput | MCRegressionOutput:
     """Monte Carlo dropout predictions of ``model`` on the batch ``x``.
 
@@ -226,6 +131,8 @@ def mc_predict(
         chunk_size: samples per stochastic pass (default: all N, or what fits ``memory_budget``).
         memory_budget: bytes allowed for one chunk's activations (estimated on the first sample).
         split: run the deterministic prefix once (see ``split.py``); ``False`` runs batched full passes.
+        temperature: divides every sample's logits before its softmax/sigmoid (fit it on validation data with
+            :func:`~lightning_bestpractices.uncertainty.fit_temperature` on :func:`mc_logits`); classification.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -242,12 +149,84 @@ def mc_predict(
         raise ArgumentError(f"`task` must be 'multiclass', 'binary' or 'regression', got {task!r}")
     if not isinstance(x, Tensor) or x.dim() == 0:
         raise ArgumentError(f"`x` must be a batch-first Tensor, got {type(x).__name__}")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not (math.isfinite(temperature) and temperature > 0)
+    ):
+        raise ArgumentError(f"`temperature` must be a finite number > 0, got {temperature!r}")
+    if temperature != 1.0 and task == "regression":
+        raise ArgumentError(
+            f"`temperature` scales classification logits; got {temperature!r} with task='regression'"
+        )
+    return _mc(model, x, n_samples, targets, task, seed, indices, chunk_size, memory_budget, split,
+               float(temperature), collect=False)  # fmt: skip
+
+
+def mc_logits(
+    model: nn.Module,
+    x: Tensor,
+    n_samples: int = 30,
+    *,
+    seed: int = 0,
+    indices: Tensor | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | None = None,
+    split: bool = True,
+) -> Tensor:
+    """The per-sample outputs ``(N, B, ...)`` of the same seeded passes as :func:`mc_predict` (fp32).
+
+    For fitting a temperature on validation data only (:func:`~lightning_bestpractices.uncertainty.
+    fit_temperature`); predictions come from :func:`mc_predict`, which averages probabilities.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+        >>> x = torch.randn(5, 4)
+        >>> z = mc_logits(net, x, n_samples=8)
+        >>> z.shape
+        torch.Size([8, 5, 3])
+        >>> torch.allclose(z.softmax(-1).mean(0), mc_predict(net, x, 8).mean_probs, atol=1e-6)
+        True
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ArgumentError(f"`n_samples` must be an int >= 1, got {n_samples!r}")
+    if not isinstance(x, Tensor) or x.dim() == 0:
+        raise ArgumentError(f"`x` must be a batch-first Tensor, got {type(x).__name__}")
+    return _mc(model, x, n_samples, None, "regression", seed, indices, chunk_size, memory_budget, split, 1.0,
+               collect=True)  # fmt: skip
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.parts: list[Tensor] = []
+
+    def update(self, values: Tensor) -> None:
+        self.parts.append(values)
+
+
+def _mc(
+    model: nn.Module,
+    x: Tensor,
+    n_samples: int,
+    targets: Tensor | None,
+    task: Task,
+    seed: int,
+    indices: Tensor | None,
+    chunk_size: int | None,
+    memory_budget: int | None,
+    split: bool,
+    temperature: float,
+    collect: bool,
+) -> Any:
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise ArgumentError(f"`chunk_size` must be an int >= 1 or None, got {chunk_size!r}")
     if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
-        raise ArgumentError(f"`memory_budget` must be a positive number of bytes or None, got {memory_budget!r}")
+        raise ArgumentError(
+            f"`memory_budget` must be a positive number of bytes or None, got {memory_budget!r}"
+        )
     batch = x.shape[0]
     if targets is not None:
         targets = _check_targets(targets, task, batch).to(x.device)
@@ -255,33 +234,45 @@ def mc_predict(
         indices = torch.arange(batch, device=x.device)
     elif not isinstance(indices, Tensor) or indices.shape != (batch,) or indices.is_floating_point():
         raise ArgumentError(f"`indices` must be an integer Tensor of shape ({batch},), got {indices!r}")
-    _check_dropout(model, x)
-    plan = find_split(model, x) if split else None  # before MC mode: the hook-recorded split runs the model
+    analysis = _check_dropout(model, x)  # before MC mode: the audit records one MC pass of its own
+    plan = (_declared(model) or analysis.split) if split else None
 
     with torch.no_grad(), mc_dropout_mode(model, seed) as mc:
         if mc.unseeded:
             _warn_once(
+                model,
                 "unseeded" + ",".join(mc.unseeded),
                 f"MC dropout: {mc.unseeded} have no seeded forward and use the global RNG, so results depend "
                 "on batch and chunk size; give them `mc_forward` or use `register_stochastic(cls, forward)`.",
             )
-        state = plan.prefix(x) if plan is not None else None
-        if plan is not None and not _valid_state(state, batch):
+        if split and plan is None:
             _warn_once(
-                f"nosplit{type(model).__name__}",
-                f"MC dropout: no safe prefix/suffix split for {type(model).__name__} (the values crossing the "
-                "cut are not batch-first tensors); running batched full passes instead.",
+                model,
+                f"nosplit{type(model).__name__}:{analysis.reason}",
+                f"MC dropout: no exact prefix/suffix split for {type(model).__name__} ({analysis.reason}); "
+                "running batched full passes instead. Declare one with `mc_split()` (see MCDropoutMixin) to "
+                "run the deterministic part once.",
             )
-            plan, state = None, None
-        elif plan is None and split:
-            _warn_once(
-                f"nosplit{type(model).__name__}",
-                f"MC dropout: found no prefix/suffix split for {type(model).__name__}; running batched full "
-                "passes. Declare one with `mc_split()` (see MCDropoutMixin) to run the deterministic part once.",
-            )
+        state = None
+        if plan is not None:
+            state = plan.prefix(x.clone())  # an in-place op in the prefix must not change the caller's x
+            if not _valid_state(state, batch):
+                _warn_once(
+                    model,
+                    f"nosplit{type(model).__name__}",
+                    f"MC dropout: no exact prefix/suffix split for {type(model).__name__} (the values crossing "
+                    "the cut are not batch-first tensors); running batched full passes instead.",
+                )
+                plan, state = None, None
         source = state if plan is not None else x
         run = plan.suffix if plan is not None else model
-        acc: Any = _Welford() if task == "regression" else _ClassificationAccumulator(targets)
+        acc: Any = (
+            _Collect()
+            if collect
+            else _Welford()
+            if task == "regression"
+            else _ClassificationAccumulator(targets)
+        )
 
         def _pass(start: int, count: int, measure: bool = False) -> int:
             mc.set_rows(indices, torch.arange(start, start + count, device=x.device))
@@ -306,7 +297,7 @@ def mc_predict(
             if task == "regression":
                 acc.update(out.float().reshape(count, batch, *out.shape[1:]))
             else:
-                acc.update(_log_probs(out, task, count, batch))
+                acc.update(_log_probs(out, task, count, batch, temperature))
             return _nbytes(inp) + peak[0] + _nbytes(out)
 
         done = 0
@@ -324,6 +315,8 @@ def mc_predict(
             _pass(done, count)
             done += count
 
+    if collect:
+        return torch.cat(acc.parts)
     if task == "regression":
         return MCRegressionOutput(acc.mean, acc.variance, acc.n)
     return acc.result(binary=task == "binary")
@@ -333,9 +326,10 @@ def _describe(out: Any) -> str:
     return f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
 
 
-def _check_dropout(model: nn.Module, x: Tensor) -> None:
-    n_functional = count_functional_dropout_calls(model, x)
-    if not find_stochastic_modules(model):
+def _check_dropout(model: nn.Module, x: Tensor) -> Analysis:
+    modules = find_stochastic_modules(model)
+    if not modules:
+        n_functional = count_functional_dropout_calls(model, x)
         hint = (
             f" It calls functional dropout (F.dropout & co.) {n_functional} time(s): those calls take their "
             "`training` flag from your code and cannot be switched on; use nn.Dropout modules instead."
@@ -345,12 +339,17 @@ def _check_dropout(model: nn.Module, x: Tensor) -> None:
         raise ArgumentError(
             f"`model` ({type(model).__name__}) has no dropout-family module for MC dropout.{hint}"
         )
-    if n_functional:
+    check_rates(modules)
+    analysis = analyse(model, x)
+    if analysis.functional_dropouts:
         _warn_once(
+            model,
             f"functional{type(model).__name__}",
-            f"MC dropout: {type(model).__name__} also calls F.dropout-style functions {n_functional} time(s); "
-            "those stay off during MC passes. Use nn.Dropout modules so they take part.",
+            f"MC dropout: {type(model).__name__} also calls F.dropout-style functions "
+            f"{analysis.functional_dropouts} time(s); those stay off during MC passes. Use nn.Dropout modules "
+            "so they take part.",
         )
+    return analysis
 
 
 def output_fields(output: MCOutput | MCRegressionOutput) -> dict[str, Any]:

@@ -11,7 +11,10 @@ What it adds over calling :func:`mc_predict` in your own ``predict_step``:
 * at the end of the epoch the outputs of all ranks are gathered, de-duplicated and sorted by dataset index into
   ``self.mc_results[stage]`` (an :class:`MCOutput` plus ``targets`` and ``indices``) on every rank;
 * with targets, validate/test log ``mc_accuracy``, ``mc_nll``, ``mc_ece``, ``mc_brier``, ``mc_auroc_mi`` and
-  save/log a reliability diagram and an MI histogram.
+  save/log a reliability diagram and an MI histogram;
+* with ``calibrate=True``, before test/predict a temperature is fitted on the datamodule's validation set (every
+  sample's logits divided by T before its softmax, the MC mixture's NLL minimised; see ``temperature.py``),
+  gathered over all ranks so every rank uses the same T, and used for the stage (logged as ``mc_temperature``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from torch import Tensor
 from lightning_bestpractices.errors import ArgumentError
 
 from .calibration import calibration_metrics, log_calibration_figures, uncertainty_auroc
-from .functional import MCOutput, MCRegressionOutput, mc_predict
+from .functional import MCOutput, MCRegressionOutput, mc_logits, mc_predict
+from .temperature import fit_temperature
 
 __all__ = ["MCDropoutMixin"]
 
@@ -66,6 +70,8 @@ class MCDropoutMixin:
     mc_memory_budget: int | None = None
     mc_n_bins: int = 15
     mc_log_figures: bool = True
+    mc_calibrate: bool = False
+    mc_temperature: float = 1.0
 
     def configure_mc_dropout(
         self,
@@ -78,8 +84,12 @@ class MCDropoutMixin:
         memory_budget: int | None = None,
         n_bins: int = 15,
         log_figures: bool = True,
+        calibrate: bool = False,
     ) -> None:
-        """Validate and set the MC settings (see :func:`mc_predict` for the meaning of each)."""
+        """Validate and set the MC settings (see :func:`mc_predict` for the meaning of each).
+
+        ``calibrate=True`` fits a temperature on the validation set before test/predict (classification only).
+        """
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ArgumentError(f"`n_samples` must be an int >= 1, got {n_samples!r}")
         if task not in ("multiclass", "binary", "regression"):
@@ -97,7 +107,13 @@ class MCDropoutMixin:
             raise ArgumentError(f"`n_bins` must be an int >= 1, got {n_bins!r}")
         self.mc_n_samples, self.mc_seed, self.mc_task = n_samples, int(seed), task
         self.mc_stages, self.mc_chunk_size, self.mc_memory_budget = tuple(stages), chunk_size, memory_budget
-        self.mc_n_bins, self.mc_log_figures = n_bins, log_figures
+        if not isinstance(calibrate, bool):
+            raise ArgumentError(f"`calibrate` must be True or False, got {calibrate!r}")
+        if calibrate and task == "regression":
+            raise ArgumentError(
+                "`calibrate=True` fits a temperature to classification logits; got task='regression'"
+            )
+        self.mc_n_bins, self.mc_log_figures, self.mc_calibrate = n_bins, log_figures, calibrate
 
     # ------------------------------------------------------------------------------------------ user overrides
     def mc_split(self) -> tuple[Callable[[Tensor], Any], Callable[[Any], Tensor]] | None:
@@ -130,6 +146,7 @@ class MCDropoutMixin:
             indices=indices,
             chunk_size=self.mc_chunk_size,
             memory_budget=self.mc_memory_budget,
+            temperature=self.mc_temperature if self.mc_task != "regression" else 1.0,
         )
         store = self.__dict__.setdefault("_mc_store", {}).setdefault(stage, [])
         store.append((indices, y, out))  # stays on the device: no host sync per step; moved at epoch end
@@ -160,6 +177,65 @@ class MCDropoutMixin:
 
     def on_test_model_eval(self) -> None:
         self.trainer.model.eval()  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------------------------------- calibration
+    def fit_mc_temperature(self, dataloader: Any) -> float:
+        """Fit :attr:`mc_temperature` on every batch of ``dataloader`` (MC per-sample logits, all ranks).
+
+        Each rank runs its batches (dataset index ``rank + world_size * position`` for the package's sharded
+        loaders, else the position) and the logits are gathered, so every rank fits the same T. Returns T.
+        """
+        if self.mc_task == "regression":
+            raise ArgumentError("temperature scaling needs classification logits; `mc_task` is 'regression'")
+        rank, world = getattr(dataloader, "rank", 0), getattr(dataloader, "world_size", 1)
+        device = self.device  # type: ignore[attr-defined]
+        parts, targets, pos = [], [], 0
+        for batch in dataloader:
+            x, y = self.mc_unpack_batch(batch)
+            if y is None:
+                raise ArgumentError("`fit_mc_temperature` needs batches with targets, `(x, y, ...)`")
+            idx = rank + world * torch.arange(pos, pos + x.shape[0], device=device)
+            pos += x.shape[0]
+            z = mc_logits(
+                self,  # type: ignore[arg-type]
+                x.to(device), self.mc_n_samples, seed=self.mc_seed, indices=idx, chunk_size=self.mc_chunk_size,
+                memory_budget=self.mc_memory_budget,
+            )  # fmt: skip
+            parts.append(z.reshape(z.shape[0], z.shape[1], -1).cpu())
+            targets.append(y.reshape(-1).long().cpu())
+        local = (torch.cat(parts, 1), torch.cat(targets)) if parts else None
+        gathered = [local]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, local)
+        gathered = [g for g in gathered if g is not None]
+        if not gathered:
+            raise ArgumentError("`fit_mc_temperature` got an empty dataloader")
+        z = torch.cat([g[0] for g in gathered], 1)
+        y = torch.cat([g[1] for g in gathered])
+        if self.mc_task == "binary":
+            z = z[..., 0]
+        self.mc_temperature = fit_temperature(z, y, task=self.mc_task)  # type: ignore[arg-type]
+        return self.mc_temperature
+
+    def _mc_calibrate(self, stage: str) -> None:
+        if not (self.mc_calibrate and stage in self.mc_stages):
+            return
+        dm = getattr(self.trainer, "datamodule", None)  # type: ignore[attr-defined]
+        if dm is None or not callable(getattr(dm, "val_dataloader", None)):
+            raise ArgumentError(
+                "`calibrate=True` fits the temperature on `trainer.datamodule.val_dataloader()`, but this "
+                f"{stage} run has no datamodule; pass one, or call `fit_mc_temperature(loader)` yourself"
+            )
+        self.fit_mc_temperature(dm.val_dataloader())
+
+    def on_test_start(self) -> None:
+        self._mc_calibrate("test")
+        super().on_test_start()  # type: ignore[misc]
+
+    def on_predict_start(self) -> None:
+        self._mc_calibrate("predict")
+        super().on_predict_start()  # type: ignore[misc]
 
     # ------------------------------------------------------------------------------------------ epoch bounds
     # Stages run by MC replace the task's own steps, so the task's epoch hooks (which would aggregate metrics
@@ -253,6 +329,8 @@ class MCDropoutMixin:
             return
         trainer = self.trainer  # type: ignore[attr-defined]
         metrics = calibration_metrics(output, targets, self.mc_n_bins)
+        if self.mc_calibrate and stage != "validate":
+            metrics["temperature"] = float(self.mc_temperature)
         correct = output.predictions == targets
         if 0 < int(correct.sum()) < len(correct):
             metrics["auroc_mi"] = uncertainty_auroc(output.mutual_information, correct)

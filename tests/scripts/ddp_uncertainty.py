@@ -22,7 +22,7 @@ N_SAMPLES = 8
 
 
 class Net(MCDropoutMixin, L.LightningModule):
-    def __init__(self, stages=("predict",)) -> None:
+    def __init__(self, stages=("predict",), calibrate: bool = False) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.net = nn.Sequential(
@@ -33,7 +33,7 @@ class Net(MCDropoutMixin, L.LightningModule):
         with torch.no_grad():  # non-trivial BN statistics that a stray train-mode pass would change
             self.net[1].running_mean.uniform_(-1, 1)
             self.net[1].running_var.uniform_(0.5, 2)
-        self.configure_mc_dropout(N_SAMPLES, seed=3, stages=stages, log_figures=False)
+        self.configure_mc_dropout(N_SAMPLES, seed=3, stages=stages, log_figures=False, calibrate=calibrate)
 
     def forward(self, x):
         return self.net(x)
@@ -77,6 +77,16 @@ def run(devices: int) -> dict:
     t.test(model, DataLoader(TensorDataset(x, y), batch_size=7))
     result["bf16"] = {**asdict(model.mc_results["test"].output), "indices": model.mc_results["test"].indices}
     result["world_size"] = t.world_size
+    # 4) temperature fitted on the (rank-sharded) validation set before test, gathered: the same T everywhere
+    model = Net(stages=("test",), calibrate=True)
+    t = trainer(devices)
+    t.test(model, datamodule=InMemoryDataModule(val=(x[:20], y[:20]), test=(x[20:], y[20:]), batch_size=4,
+                                                 eval_batch_size=3))  # fmt: skip
+    result["temperature"] = model.mc_temperature
+    result["calibrated"] = {
+        **asdict(model.mc_results["test"].output),
+        "indices": model.mc_results["test"].indices,
+    }
     return result
 
 
