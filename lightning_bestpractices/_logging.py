@@ -11,17 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+if TYPE_CHECKING:
+    import lightning as L
+
+# Lightning is imported inside the functions that take a Trainer: `format_table` is used by the pure-torch cores
+# (init and fold reports), which must import without Lightning.
 
 __all__ = ["run_dir", "log_figure", "log_table", "format_table"]
 
 
 def run_dir(trainer: L.Trainer) -> Path:
     """Folder of the current run: the W&B run's ``files`` folder, else the logger's log dir, else the root dir."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             return Path(logger.experiment.dir)
@@ -37,6 +41,7 @@ def log_figure(trainer: L.Trainer, key: str, figure: Any, *, step: int | None = 
     Returns the PNG's path on rank 0 and ``None`` elsewhere. The figure is closed afterwards.
     """
     import matplotlib.pyplot as plt
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
     try:
         if not trainer.is_global_zero:
@@ -80,6 +85,9 @@ def _fmt(value: Any) -> str:
 
 def log_table(trainer: L.Trainer, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path | None:
     """Log a table to W&B (as a ``wandb.Table``), save it as ``<run_dir>/<key>.csv`` and print it on rank 0."""
+    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.utilities import rank_zero_info
+
     if not trainer.is_global_zero:
         return None
     rows = [list(r) for r in rows]

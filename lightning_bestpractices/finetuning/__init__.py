@@ -7,23 +7,21 @@ them) and :mod:`.param_groups` (add optimizer groups that follow the configured 
 
 from __future__ import annotations
 
-from .callback import GradualUnfreezing
-from .groups import LayerGroup, LayerGroupsMixin, freeze_group, group_parameters, layer_groups, unfreeze_group
-from .param_groups import add_param_group, drop_frozen_parameters, group_index_of, scale_group_lr
-from .preset import FineTune, fine_tune
+from lightning_bestpractices._lazy import attach
 
-__all__ = [
-    "LayerGroup",
-    "LayerGroupsMixin",
-    "layer_groups",
-    "group_parameters",
-    "freeze_group",
-    "unfreeze_group",
-    "add_param_group",
-    "scale_group_lr",
-    "drop_frozen_parameters",
-    "group_index_of",
-    "GradualUnfreezing",
-    "FineTune",
-    "fine_tune",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        ".callback": ["GradualUnfreezing"],
+        ".groups": [
+            "LayerGroup",
+            "LayerGroupsMixin",
+            "freeze_group",
+            "group_parameters",
+            "layer_groups",
+            "unfreeze_group",
+        ],
+        ".param_groups": ["add_param_group", "drop_frozen_parameters", "group_index_of", "scale_group_lr"],
+        ".preset": ["FineTune", "fine_tune"],
+    },
+)

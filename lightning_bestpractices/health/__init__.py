@@ -6,24 +6,22 @@ Functional core (``health.functional``, pure torch, no Lightning import): :func:
 :class:`NonFiniteGuard`, :class:`EarlyStopping`.
 """
 
-from .functional import (
-    first_nonfinite,
-    grad_norm_by_group,
-    group_names,
-    maybe_nonfinite,
-    update_ratio_by_group,
-)
-from .gradients import GradientMonitor
-from .nonfinite import NonFiniteGuard
-from .stopping import EarlyStopping
+from __future__ import annotations
 
-__all__ = [
-    "EarlyStopping",
-    "GradientMonitor",
-    "NonFiniteGuard",
-    "first_nonfinite",
-    "grad_norm_by_group",
-    "group_names",
-    "maybe_nonfinite",
-    "update_ratio_by_group",
-]
+from lightning_bestpractices._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        ".functional": [
+            "first_nonfinite",
+            "grad_norm_by_group",
+            "group_names",
+            "maybe_nonfinite",
+            "update_ratio_by_group",
+        ],
+        ".gradients": ["GradientMonitor"],
+        ".nonfinite": ["NonFiniteGuard"],
+        ".stopping": ["EarlyStopping"],
+    },
+)

@@ -5,19 +5,14 @@ See ``docs/initialization.md``.
 
 from __future__ import annotations
 
-from .activations import Activation
-from .callback import WeightInit
-from .core import SCHEMES, WEIGHT_LAYERS, InitReport, LayerInit, init_weights
-from .lsuv import LSUVReport, lsuv_init
+from lightning_bestpractices._lazy import attach
 
-__all__ = [
-    "init_weights",
-    "InitReport",
-    "LayerInit",
-    "SCHEMES",
-    "WEIGHT_LAYERS",
-    "Activation",
-    "lsuv_init",
-    "LSUVReport",
-    "WeightInit",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        ".activations": ["Activation"],
+        ".callback": ["WeightInit"],
+        ".core": ["SCHEMES", "WEIGHT_LAYERS", "InitReport", "LayerInit", "init_weights"],
+        ".lsuv": ["LSUVReport", "lsuv_init"],
+    },
+)

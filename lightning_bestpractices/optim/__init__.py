@@ -11,45 +11,32 @@
 
 from __future__ import annotations
 
-from .curves import CosineFactor, CosineWarmupFactor, OneCycle, RestartsFactor
-from .factory import OPTIMIZERS, OptimizerEntry, build_param_groups, create_optimizer, list_optimizers
-from .lamb import Lamb
-from .lr_finder import RULES, LRFindResult, lr_find, suggest_lr
-from .mixin import OptimConfig, OptimizerMixin, configure_from_config
-from .monitor import GroupLRMonitor
-from .schedules import SCHEDULES, ScheduleSpec, base_lrs_of, build_scheduler, fast_forward, list_schedules
-from .steps import Duration, StepPlan, count_optimizer_steps, parse_duration, plan_from_trainer
-from .task import OptimClassifier
+from lightning_bestpractices._lazy import attach
 
-__all__ = [
-    "OPTIMIZERS",
-    "RULES",
-    "GroupLRMonitor",
-    "LRFindResult",
-    "lr_find",
-    "suggest_lr",
-    "SCHEDULES",
-    "CosineFactor",
-    "CosineWarmupFactor",
-    "Duration",
-    "Lamb",
-    "OneCycle",
-    "OptimConfig",
-    "OptimClassifier",
-    "OptimizerEntry",
-    "OptimizerMixin",
-    "RestartsFactor",
-    "ScheduleSpec",
-    "StepPlan",
-    "base_lrs_of",
-    "build_param_groups",
-    "build_scheduler",
-    "configure_from_config",
-    "count_optimizer_steps",
-    "create_optimizer",
-    "fast_forward",
-    "list_optimizers",
-    "list_schedules",
-    "parse_duration",
-    "plan_from_trainer",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        ".curves": ["CosineFactor", "CosineWarmupFactor", "OneCycle", "RestartsFactor"],
+        ".factory": [
+            "OPTIMIZERS",
+            "OptimizerEntry",
+            "build_param_groups",
+            "create_optimizer",
+            "list_optimizers",
+        ],
+        ".lamb": ["Lamb"],
+        ".lr_finder": ["RULES", "LRFindResult", "lr_find", "suggest_lr"],
+        ".mixin": ["OptimConfig", "OptimizerMixin", "configure_from_config"],
+        ".monitor": ["GroupLRMonitor"],
+        ".schedules": [
+            "SCHEDULES",
+            "ScheduleSpec",
+            "base_lrs_of",
+            "build_scheduler",
+            "fast_forward",
+            "list_schedules",
+        ],
+        ".steps": ["Duration", "StepPlan", "count_optimizer_steps", "parse_duration", "plan_from_trainer"],
+        ".task": ["OptimClassifier"],
+    },
+)

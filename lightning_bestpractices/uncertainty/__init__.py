@@ -7,51 +7,30 @@ Functional core: :func:`mc_predict`, :func:`uncertainty_measures`, :func:`mc_dro
 
 from __future__ import annotations
 
-from .calibration import (
-    calibration_metrics,
-    log_calibration_figures,
-    reliability_diagram,
-    uncertainty_auroc,
-    uncertainty_histogram,
-)
-from .functional import MCOutput, MCRegressionOutput, mc_logits, mc_predict, uncertainty_measures
-from .mixin import MCDropoutMixin, MCResult
-from .mode import MCState, mc_dropout_mode
-from .rng import RowRandom
-from .split import Split, explain_split, find_split
-from .stochastic import (
-    find_stochastic_modules,
-    register_stochastic,
-    stochastic_rate,
-    stochastic_registry,
-    unregister_stochastic,
-)
-from .temperature import fit_temperature, temperature_nll
+from lightning_bestpractices._lazy import attach
 
-__all__ = [
-    "MCDropoutMixin",
-    "MCResult",
-    "calibration_metrics",
-    "log_calibration_figures",
-    "reliability_diagram",
-    "uncertainty_auroc",
-    "uncertainty_histogram",
-    "MCOutput",
-    "MCRegressionOutput",
-    "RowRandom",
-    "MCState",
-    "Split",
-    "explain_split",
-    "find_split",
-    "find_stochastic_modules",
-    "fit_temperature",
-    "mc_dropout_mode",
-    "mc_logits",
-    "mc_predict",
-    "register_stochastic",
-    "stochastic_rate",
-    "stochastic_registry",
-    "temperature_nll",
-    "uncertainty_measures",
-    "unregister_stochastic",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        ".calibration": [
+            "calibration_metrics",
+            "log_calibration_figures",
+            "reliability_diagram",
+            "uncertainty_auroc",
+            "uncertainty_histogram",
+        ],
+        ".functional": ["MCOutput", "MCRegressionOutput", "mc_logits", "mc_predict", "uncertainty_measures"],
+        ".mixin": ["MCDropoutMixin", "MCResult"],
+        ".mode": ["MCState", "mc_dropout_mode"],
+        ".rng": ["RowRandom"],
+        ".split": ["Split", "explain_split", "find_split"],
+        ".stochastic": [
+            "find_stochastic_modules",
+            "register_stochastic",
+            "stochastic_rate",
+            "stochastic_registry",
+            "unregister_stochastic",
+        ],
+        ".temperature": ["fit_temperature", "temperature_nll"],
+    },
+)
