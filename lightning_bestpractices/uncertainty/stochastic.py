@@ -331,12 +331,13 @@ def count_functional_dropout_calls(model: nn.Module, x: Tensor) -> int:
     """
     if model in _PROBED:
         return _PROBED[model]
-    counter = [0]
+    counter = [0, 0]  # calls counted, depth inside a registered module's own forward
     originals = {name: getattr(F, name) for name in _FUNCTIONAL_DROPOUTS}
 
     def _wrap(fn: Callable) -> Callable:
         def counted(*args, **kwargs):
-            counter[0] += 1
+            if not counter[1]:
+                counter[0] += 1
             return fn(*args, **kwargs)
 
         return counted
@@ -347,7 +348,7 @@ def count_functional_dropout_calls(model: nn.Module, x: Tensor) -> int:
         for name, fn in originals.items():
             setattr(F, name, _wrap(fn))
         for m in mods:  # their own F.dropout calls are not "functional-only" dropout
-            m.forward = _identity
+            m.forward = _uncounted(m, counter)  # its own eval forward (DropConnect changes the shape)
         model.eval()
         with torch.no_grad():
             model(x[:1])
@@ -362,8 +363,15 @@ def count_functional_dropout_calls(model: nn.Module, x: Tensor) -> int:
     return counter[0]
 
 
-def _identity(x: Tensor, *args, **kwargs) -> Tensor:
-    return x
+def _uncounted(module: nn.Module, counter: list[int]) -> Callable:
+    def forward(*args, **kwargs):
+        counter[1] += 1
+        try:
+            return type(module).forward(module, *args, **kwargs)
+        finally:
+            counter[1] -= 1
+
+    return forward
 
 
 # ----------------------------------------------------------------------------------------------------------------
