@@ -134,7 +134,8 @@ def drop_train_and_predict(devices: int, precision: str = "32-true") -> dict:
     x, y = data(37, seed=2)
     trainer(devices, precision).predict(model, DataLoader(TensorDataset(x, y), batch_size=5))
     r = model.mc_results["predict"]
-    return {"params": params(model), "mean_probs": r.output.mean_probs, "indices": r.indices}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return {"params": params(model), "state": state, "mean_probs": r.output.mean_probs, "indices": r.indices}
 
 
 def checkpointing_pair(devices: int, precision: str) -> dict:
@@ -157,6 +158,8 @@ def run(devices: int, precision: str) -> dict:
         "penalty_accumulate": penalty_pair(devices, precision, accumulate=3, l1_ratio=1.0),
         "max_norm": max_norm_run(devices, precision),
         "max_norm_accumulate": max_norm_run(devices, precision, accumulate=3),
+        "max_norm_bf16": max_norm_run(devices, "bf16-mixed", accumulate=3),
+        "penalty_bf16": penalty_pair(devices, "bf16-mixed"),
         "drop": drop_train_and_predict(devices, precision),
         "checkpointing": checkpointing_pair(devices, precision),
     }
