@@ -59,7 +59,7 @@ class ScheduledPruning(ModelPruning):
 class SparsityReport(Callback):
     """At fit end: fraction of ``|w| < threshold``, and validation accuracy after extra global magnitude pruning."""
 
-    def __init__(self, threshold: float = 1e-3, levels: list[float] = list(LEVELS)) -> None:
+    def __init__(self, threshold: float = 1e-3, levels: tuple[float, ...] = LEVELS) -> None:
         self.threshold, self.levels = threshold, list(levels)
         self.results: dict = {}
 

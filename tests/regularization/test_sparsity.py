@@ -11,7 +11,13 @@ from conftest import SCRIPTS
 from lightning.pytorch.callbacks import ModelPruning
 from torch import nn
 
-from lightning_bestpractices.regularization import MaxNorm, WeightPenalty, max_norm_targets, sparsity, unit_norms
+from lightning_bestpractices.regularization import (
+    MaxNorm,
+    WeightPenalty,
+    max_norm_targets,
+    sparsity,
+    unit_norms,
+)
 from lightning_bestpractices.regularization.sparsity import effective_weights
 
 _spec = importlib.util.spec_from_file_location("ddp_regularization", SCRIPTS / "ddp_regularization.py")
