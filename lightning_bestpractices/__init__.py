@@ -209,5 +209,42 @@ __all__ += [
     "unregister_stochastic",
 ]
 
+# --- regularization (issue 12, helper-12a) ---------------------------------------------------------------
+from .regularization import (  # noqa: E402
+    DropConnect,
+    DropPath,
+    MaxNorm,
+    WeightPenalty,
+    add_penalty_grad_,
+    checkpoint_blocks,
+    checkpointed_blocks,
+    decay_parameters,
+    linear_drop_path_rates,
+    max_norm_,
+    max_norm_targets,
+    remove_checkpointing,
+    sparsity,
+    unit_norms,
+    weight_penalty,
+)
+
+__all__ += [
+    "DropConnect",
+    "DropPath",
+    "MaxNorm",
+    "WeightPenalty",
+    "add_penalty_grad_",
+    "checkpoint_blocks",
+    "checkpointed_blocks",
+    "decay_parameters",
+    "linear_drop_path_rates",
+    "max_norm_",
+    "max_norm_targets",
+    "remove_checkpointing",
+    "sparsity",
+    "unit_norms",
+    "weight_penalty",
+]
+
 
 __version__ = "0.1.0"
