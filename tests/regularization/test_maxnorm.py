@@ -121,3 +121,16 @@ def test_hooks_removed_after_fit_and_state_round_trip():
     fresh = MaxNorm(R)
     fresh.load_state_dict(cb.state_dict())
     assert fresh.applied_steps == 2 and fresh.state_key == cb.state_key != MaxNorm(2 * R).state_key
+
+
+def test_resume_continues_the_step_count(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    first = MaxNorm(R)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=3)
+    t = script.trainer(callbacks=[first, ckpt], max_steps=3, enable_checkpointing=True)
+    t.fit(script.Net(lr=2.0), script.loader())
+    resumed = MaxNorm(R)
+    t2 = script.trainer(callbacks=[resumed], max_steps=5)
+    t2.fit(script.Net(lr=2.0), script.loader(), ckpt_path=tmp_path / "last.ckpt")
+    assert first.applied_steps == 3 and resumed.applied_steps == 5 == t2.global_step

@@ -91,10 +91,10 @@ def loader(batch_size: int = 4, n: int = 48) -> DataLoader:
 def trainer(devices: int = 1, precision: str = "32-true", callbacks=(), **kw) -> L.Trainer:
     kw.setdefault("max_steps", 6)
     kw.setdefault("logger", False)
+    kw.setdefault("enable_checkpointing", False)
     return L.Trainer(
         accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", precision=precision,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=list(callbacks), deterministic=True, **kw,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks), deterministic=True, **kw,
     )  # fmt: skip
 
 
