@@ -25,7 +25,7 @@ class WeightPenalty(Callback):
     A callback rather than a mixin, because it composes with any LightningModule unchanged (no ``super()``
     chain in ``training_step``, no assumption about what the loss is) and with the package's other callbacks:
     it acts in ``on_before_optimizer_step``, once per real optimizer step, on gradients that are already
-    unscaled (AMP) and all-reduced (DDP). See the module docstring for why that is exact.
+    unscaled (AMP) and all-reduced (DDP). :mod:`.penalties` explains why that is exact.
 
     The penalty value is logged as ``"<key>"`` (a weight-only quantity, identical on every rank, so no sync) only at
     the steps where Lightning writes step metrics (every ``trainer.log_every_n_steps``); other steps compute no

@@ -131,7 +131,8 @@ def _logging_step(model):
     def training_step(batch, batch_idx):
         loss = original(model, batch, batch_idx)
         model.log("train_loss", loss, on_step=True, on_epoch=False)
-        model.log_penalty.append(float(weight_penalty(decay_parameters(model), 0.01, 0.5)))
+        with torch.no_grad():
+            model.log_penalty.append(float(weight_penalty(decay_parameters(model), 0.01, 0.5)))
         return loss
 
     return training_step
