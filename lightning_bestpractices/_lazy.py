@@ -28,6 +28,11 @@ def attach(
     """
     where = {name: module for module, names in exports.items() for name in names}
     names = list(where)
+    pkg = importlib.import_module(package)
+    for name, module in where.items():
+        if module == "." + name:  # `regularization.sparsity` the function, in `.sparsity` the module: importing
+            # the submodule binds the module to the package's attribute, so bind the function over it now
+            setattr(pkg, name, getattr(importlib.import_module(module, package), name))
 
     def __getattr__(name: str) -> Any:
         module = where.get(name)

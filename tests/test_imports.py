@@ -31,7 +31,8 @@ def _loaded_after(statement: str) -> list[str]:
         "from lightning_bestpractices.optim.factory import create_optimizer\n"
         "import lightning_bestpractices.optim.curves, lightning_bestpractices.tracing\n"
         "from lightning_bestpractices.uncertainty.functional import mc_predict\n"
-        "import lightning_bestpractices.health.functional",
+        "import lightning_bestpractices.health.functional\n"
+        "from lightning_bestpractices.regularization import weight_penalty, max_norm_, DropPath, checkpoint_blocks",
     ],
     ids=["normalization", "all-cores"],
 )

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from lightning_bestpractices.regularization import DropConnect  # registers DropPath and DropConnect too
 from lightning_bestpractices.uncertainty import (
     mc_dropout_mode,
     mc_predict,
@@ -42,6 +43,8 @@ def _make(cls: type) -> nn.Module:
         return StochasticDepth(0.2, mode="row")
     if cls is DropProb:
         return DropProb(0.2)
+    if cls is DropConnect:
+        return DropConnect(nn.Linear(3, 3), 0.2)
     return cls(0.2)
 
 
