@@ -2,8 +2,8 @@
 
 Lightning's ``Tuner.lr_find`` sets *every* parameter group to the same LR during the sweep (its scheduler has one
 end LR), so discriminative LRs are lost, and it offers one rule (steepest descent on the raw index). This is an
-equivalent built from the same pieces -- a real ``Trainer`` run, an exponential ``LambdaLR`` sweep, early stop on
-divergence -- that adds:
+equivalent built from the same pieces -- a real ``Trainer`` run, an exponential sweep, early stop on divergence --
+that adds:
 
 * the sweep multiplies each group's base LR (``lr * lr_multiplier``) by the same factor, so ratios hold;
 * suggestions ``steepest`` (most negative slope of the smoothed loss against ``log10(lr)``), ``valley`` (middle of
@@ -27,11 +27,9 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.core.optimizer import LRSchedulerConfig
 from lightning.pytorch.utilities import rank_zero_info
-from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["LRFindResult", "lr_find", "suggest_lr", "RULES"]
+__all__ = ["LRFindResult", "RangeTest", "lr_find", "suggest_lr", "RULES"]
 
 RULES = ("steepest", "valley", "minimum/10")
 
@@ -128,41 +126,46 @@ class LRFindResult:
         return fig
 
 
-class _Sweep:
-    """``LambdaLR`` factor for an exponential sweep from 1 to ``ratio`` over ``steps`` steps (picklable)."""
+class RangeTest(Callback):
+    """The sweep: before every optimizer step, every group's LR is its base LR times the sweep factor.
 
-    def __init__(self, ratio: float, steps: int) -> None:
-        self.ratio, self.steps = ratio, steps
+    The LR is set in ``on_before_optimizer_step`` (after the previous step's scheduler update), so it is the LR
+    the step uses whatever scheduler the module configured; an
+    :class:`~lightning_bestpractices.optim.mixin.OptimizerMixin` module builds no schedule while this callback is
+    in the Trainer.
+    """
 
-    def __call__(self, t: int) -> float:
-        return self.ratio ** (min(t, self.steps - 1) / max(self.steps - 1, 1))
-
-
-class _RangeTest(Callback):
     def __init__(self, min_lr: float, max_lr: float, steps: int, beta: float, diverge: float) -> None:
         self.min_lr, self.max_lr, self.steps, self.beta, self.diverge = min_lr, max_lr, steps, beta, diverge
         self.lrs: list[float] = []
         self.group_lrs: list[list[float]] = []
         self.losses: list[float] = []
         self._avg, self._best = 0.0, math.inf
+        self._ratios: list[float] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if len(trainer.optimizers) != 1:
             raise ValueError(f"lr_find needs exactly one optimizer, got {len(trainer.optimizers)}")
         opt = trainer.optimizers[0]
         ref = opt.param_groups[0]
-        ref_base = float(ref.get("lr_multiplier", 1.0))
-        for g in opt.param_groups:  # ratio from the multipliers (or the configured LRs when groups have none)
-            ratio = float(g["lr_multiplier"]) / ref_base if "lr_multiplier" in g else g["lr"] / ref["lr"]
-            g["lr"] = self.min_lr * ratio * ref_base
-            g.pop("initial_lr", None)
-        self._scale = ref_base
-        sweep = LambdaLR(opt, _Sweep(self.max_lr / self.min_lr, self.steps))
-        trainer.strategy.lr_scheduler_configs = [LRSchedulerConfig(sweep, interval="step")]
+        self._scale = float(ref.get("lr_multiplier", 1.0))
+        ref_lr = float(ref.get("initial_lr", ref["lr"]))
+        # ratio to a multiplier-1 group: from the multipliers (or the configured LRs when groups have none)
+        self._ratios = [
+            float(g["lr_multiplier"]) if "lr_multiplier" in g else self._scale * float(g.get("initial_lr", g["lr"])) / ref_lr
+            for g in opt.param_groups
+        ]
+
+    def factor(self, k: int) -> float:
+        """LR of a multiplier-1 group at sweep step ``k``: exponential from ``min_lr`` to ``max_lr``."""
+        return self.min_lr * (self.max_lr / self.min_lr) ** (min(k, self.steps - 1) / max(self.steps - 1, 1))
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        lr = self.factor(len(self.lrs))
+        for g, ratio in zip(optimizer.param_groups, self._ratios):
+            g["lr"] = lr * ratio
         self.group_lrs.append([float(g["lr"]) for g in optimizer.param_groups])
-        self.lrs.append(float(optimizer.param_groups[0]["lr"]) / self._scale)
+        self.lrs.append(lr)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if len(self.losses) >= len(self.lrs):  # accumulating: only count batches that stepped
@@ -228,8 +231,7 @@ def lr_find(
 
     state = copy.deepcopy(model.state_dict())
     rng = torch.get_rng_state()
-    had_flag = getattr(model, "_lbp_no_schedule", False)
-    sweep = _RangeTest(float(min_lr), float(max_lr), num_steps, smoothing, diverge)
+    sweep = RangeTest(float(min_lr), float(max_lr), num_steps, smoothing, diverge)
     kwargs: dict[str, Any] = dict(
         max_steps=num_steps, max_epochs=-1, num_sanity_val_steps=0, limit_val_batches=0, logger=False,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
@@ -238,10 +240,8 @@ def lr_find(
     kwargs["callbacks"] = [*list(kwargs.get("callbacks") or []), sweep]
     trainer = L.Trainer(**kwargs)
     try:
-        model._lbp_no_schedule = True
         trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
     finally:
-        model._lbp_no_schedule = had_flag
         model.load_state_dict(state)
         torch.set_rng_state(rng)
     n = len(sweep.losses)
