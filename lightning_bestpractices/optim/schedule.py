@@ -183,9 +183,8 @@ class Schedule(LRScheduler):
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data only (a checkpoint loads with ``weights_only=True``); a snapshot, not a view."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_hook", "curve", "plateau")}
-        state["_last_lr"] = list(state.get("_last_lr", []))
-        state["base_lrs"] = list(state.get("base_lrs", []))
+        state = {k: list(v) if isinstance(v, list) else v for k, v in super().state_dict().items()}
+        state.pop("_hook", None)
         state["curve"] = self.curve.to_dict() if isinstance(self.curve, Curve) else self.curve
         state["plateau"] = None if self.plateau is None else dataclasses.asdict(self.plateau)
         return state

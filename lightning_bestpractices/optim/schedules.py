@@ -216,7 +216,7 @@ def resolve_curve(spec: ScheduleSpec | dict[str, Any] | str, plan: StepPlan, lr:
         >>> from lightning_bestpractices.optim import count_optimizer_steps
         >>> curve, _ = resolve_curve({"name": "cosine", "warmup": 2, "final_lr": 0.01}, count_optimizer_steps(6, 1), 0.1)
         >>> [round(curve(t), 4) for t in range(6)]
-        [0.5, 1.0, 1.0, 0.6464, 0.2536, 0.1]
+        [0.5, 1.0, 1.0, 0.775, 0.325, 0.1]
     """
     spec = ScheduleSpec.from_any(spec)
     assert spec is not None
