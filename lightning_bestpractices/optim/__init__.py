@@ -29,7 +29,7 @@ from .curves import (
 )
 from .factory import OPTIMIZERS, OptimizerEntry, build_param_groups, create_optimizer, list_optimizers
 from .lamb import Lamb
-from .lr_finder import RULES, LRFindResult, lr_find, suggest_lr
+from .lr_finder import RULES, LRFinder, LRFindResult, lr_find, suggest_lr
 from .mixin import OptimConfig, OptimizerMixin, configure_from_config
 from .monitor import GroupLRMonitor, LRMonitor
 from .schedule import Plateau, Schedule
@@ -56,6 +56,7 @@ __all__ = [
     "ExponentialFactor",
     "GroupLRMonitor",
     "LRFindResult",
+    "LRFinder",
     "LRMonitor",
     "Lamb",
     "LinearFactor",

@@ -12,13 +12,18 @@ that adds:
 * a plot of loss against LR with the three suggestions, saved and logged through
   :func:`lightning_bestpractices._logging.log_figure` (W&B, TensorBoard or just the PNG);
 * the model (parameters and buffers) and the global RNG state are restored bit for bit afterwards, and the chosen
-  LR is written into the module's :class:`~lightning_bestpractices.optim.mixin.OptimConfig`.
+  LR is written into the module's :class:`~lightning_bestpractices.optim.mixin.OptimConfig` (and its saved
+  hyperparameters, so the logged config shows the LR that trains);
+* :class:`LRFinder`, the same as a callback of the user's own Trainer: the sweep runs once, on rank 0, in the
+  Trainer's precision, before the optimizer is built; the suggestion is broadcast to every rank, the plot goes to
+  the run (its folder and loggers), and the LR lands in the config the run logs.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +34,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-__all__ = ["LRFindResult", "RangeTest", "lr_find", "suggest_lr", "RULES"]
+__all__ = ["LRFindResult", "LRFinder", "RangeTest", "lr_find", "suggest_lr", "RULES"]
 
 RULES = ("steepest", "valley", "minimum/10")
 
@@ -197,6 +202,7 @@ def lr_find(
     apply: bool = True,
     log_to: L.Trainer | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
+    trainer: L.Trainer | None = None,
 ) -> LRFindResult:
     """Sweep the LR exponentially from ``min_lr`` to ``max_lr`` in a short real ``Trainer`` run, then restore.
 
@@ -210,8 +216,10 @@ def lr_find(
         rule: which suggestion to apply: ``"steepest"``, ``"valley"`` or ``"minimum/10"``.
         smoothing: EMA factor of the loss, in [0, 1).
         apply: write the suggestion into ``model.optim`` (an ``OptimConfig``) as the new ``lr``.
-        log_to: a Trainer whose loggers receive the plot (default: the sweep's own Trainer and its loggers).
+        log_to: a Trainer whose loggers receive the plot (default: ``trainer``, else the sweep's own Trainer).
         trainer_kwargs: more ``Trainer`` arguments for the sweep (``devices``, ``precision``, ``logger`` ...).
+        trainer: the run the LR is for (not yet fitted): the sweep uses its precision, and the plot goes to its run
+            folder and loggers. The sweep's own files go to a temporary folder, never the working folder.
 
     Raises:
         ValueError: bad range, step count, rule or smoothing; before anything runs.
@@ -234,13 +242,16 @@ def lr_find(
     sweep = RangeTest(float(min_lr), float(max_lr), num_steps, smoothing, diverge)
     kwargs: dict[str, Any] = dict(
         max_steps=num_steps, max_epochs=-1, num_sanity_val_steps=0, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
     )  # fmt: skip
+    if trainer is not None:
+        kwargs["precision"] = trainer.precision
     kwargs.update(trainer_kwargs or {})
+    kwargs.setdefault("default_root_dir", tempfile.mkdtemp(prefix="lr_find-"))
     kwargs["callbacks"] = [*list(kwargs.get("callbacks") or []), sweep]
-    trainer = L.Trainer(**kwargs)
+    sweeper = L.Trainer(**kwargs)
     try:
-        trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
+        sweeper.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
     finally:
         model.load_state_dict(state)
         torch.set_rng_state(rng)
@@ -255,11 +266,112 @@ def lr_find(
     )
     from lightning_bestpractices._logging import log_figure
 
-    target = log_to or trainer
+    target = log_to or trainer or sweeper
     if target.is_global_zero:
         log_figure(target, "lr_find", result.plot())
-    if apply and getattr(model, "optim", None) is not None:
-        from .mixin import OptimConfig
-
-        model.optim = OptimConfig.from_any(model.optim).with_lr(result.suggestion)
+    if apply:
+        apply_lr(model, result.suggestion)
     return result
+
+
+def apply_lr(model: L.LightningModule, lr: float) -> None:
+    """Write ``lr`` into the module's optim config and its saved hyperparameters (what the run logs)."""
+    from .mixin import OptimConfig
+
+    if getattr(model, "optim", None) is not None:
+        model.optim = OptimConfig.from_any(model.optim).with_lr(lr)
+    hparams = getattr(model, "hparams", None)
+    if hparams is not None:
+        if hparams.get("lr") is not None:
+            hparams["lr"] = lr
+        optim = hparams.get("optim")
+        if isinstance(optim, dict):
+            hparams["optim"] = {**optim, "lr": lr}
+        elif optim is not None or "optim" in hparams:
+            hparams["optim"] = {"lr": lr} if optim is None else optim.with_lr(lr)
+
+
+class LRFinder(Callback):
+    """Run the LR range test inside the user's own ``Trainer.fit``, before its optimizer is built.
+
+    Arguments as :func:`lr_find`. At ``setup("fit")`` rank 0 sweeps a copy of the module in the Trainer's
+    precision (one process: the sweep needs no gradient sync; a ``WeightInit`` of the Trainer initialises the copy
+    first, as it will the model; layer groups frozen by a ``GradualUnfreezing`` listed before this callback stay
+    frozen, so the LR is the head phase's), the suggestion is broadcast to every rank and
+    written into the module's optim config and hyperparameters (and into the config a ``LightningCLI`` run logs),
+    then ``configure_optimizers`` builds the optimizer and schedule with it. The plot goes to the run folder and
+    its loggers. :attr:`result` holds the sweep on rank 0 (``None`` on the others); :attr:`lr` the LR on every rank.
+
+    Example:
+        >>> LRFinder(num_steps=50, rule="minimum/10").rule
+        'minimum/10'
+    """
+
+    def __init__(self, *, min_lr: float = 1e-7, max_lr: float = 1.0, num_steps: int = 100, rule: str = "valley",
+                 smoothing: float = 0.9, diverge: float = 4.0) -> None:  # fmt: skip
+        if rule not in RULES:
+            raise ValueError(f"`rule` must be one of {RULES}, got {rule!r}")
+        self.kwargs = dict(min_lr=min_lr, max_lr=max_lr, num_steps=num_steps, rule=rule, smoothing=smoothing,
+                           diverge=diverge)  # fmt: skip
+        self.rule = rule
+        self.result: LRFindResult | None = None
+        self.lr: float | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        lr = None
+        if trainer.is_global_zero:
+            copy_ = _detached_copy(pl_module)
+            # the loader the run will train on (a datamodule is not handed over: the sweep would re-attach it)
+            data = {"train_dataloaders": _loader(trainer)}
+            sweep = dict(accelerator="cpu" if trainer.strategy.root_device.type == "cpu" else "auto", devices=1,
+                         strategy="auto", callbacks=_model_preparers(trainer))  # fmt: skip
+            self.result = lr_find(copy_, **data, **self.kwargs, apply=False, trainer=trainer, trainer_kwargs=sweep)
+            lr = self.result.suggestion
+        self.lr = float(trainer.strategy.broadcast(lr, src=0))
+        apply_lr(pl_module, self.lr)
+        _update_logged_config(trainer, self.lr)
+
+
+def _model_preparers(trainer: L.Trainer) -> list[Callback]:
+    """Fresh copies of the callbacks that initialise the model at fit start (``WeightInit``): the sweep then
+    tunes the weights that will train, drawn from the same RNG state (the sweep restores it afterwards)."""
+    from lightning_bestpractices.initialization import WeightInit
+
+    out = []
+    for cb in trainer.callbacks:
+        if isinstance(cb, WeightInit) and not getattr(cb, "done", False):
+            out.append(copy.deepcopy(cb))
+    return out
+
+
+def _detached_copy(module: L.LightningModule) -> L.LightningModule:
+    trainer = module.trainer
+    module.trainer = None  # type: ignore[assignment]
+    try:
+        return copy.deepcopy(module)
+    finally:
+        module.trainer = trainer
+
+
+def _loader(trainer: L.Trainer) -> Any:
+    from lightning_bestpractices._compat import train_dataloader
+
+    return train_dataloader(trainer)
+
+
+def _update_logged_config(trainer: L.Trainer, lr: float) -> None:
+    """A LightningCLI run logs its parsed config at setup; make its LR the one that trains."""
+    from lightning.pytorch.cli import SaveConfigCallback
+
+    for cb in trainer.callbacks:
+        config = getattr(cb, "config", None) if isinstance(cb, SaveConfigCallback) else None
+        if config is None:
+            continue
+        for key in ("model.optim.lr", "model.lr"):
+            try:
+                if config.get(key) is not None or key == "model.optim.lr" and config.get("model.optim") is not None:
+                    config[key] = lr
+            except (KeyError, TypeError, AttributeError):
+                continue
