@@ -18,8 +18,6 @@ function                          private internal
 ``should_update_logs``            ``trainer._logger_connector.should_update_logs`` (the ``log_every_n_steps`` rule)
 ``train_dataloader``              ``fit_loop._data_source.dataloader()`` (the loader before ``setup_data``)
 ``wandb_init_kwargs``             ``WandbLogger._wandb_init`` (the kwargs of the deferred ``wandb.init``)
-``HOOK_NAME_ATTR``                ``LightningModule._current_fx_name`` (set around every hook call; the task's
-                                  ``__setattr__`` assigns it without ``nn.Module``'s checks)
 ================================  ==================================================================================
 
 Example:
@@ -44,11 +42,7 @@ __all__ = [
     "should_update_logs",
     "train_dataloader",
     "wandb_init_kwargs",
-    "HOOK_NAME_ATTR",
 ]
-
-#: The attribute Lightning assigns on the LightningModule around every hook call.
-HOOK_NAME_ATTR = "_current_fx_name"
 
 
 def scheduler_children(scheduler: Any) -> list[Any]:

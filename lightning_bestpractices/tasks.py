@@ -23,7 +23,6 @@ import torch
 import torchmetrics
 from torch import nn
 
-from . import _compat
 from .optim.mixin import OptimConfig, OptimizerMixin
 
 __all__ = ["Classifier", "DEFAULT_OPTIM"]
@@ -109,15 +108,6 @@ class Classifier(OptimizerMixin, L.LightningModule):
         self.mean_loss = nn.ModuleDict({f"{s}_": torchmetrics.MeanMetric() for s in ("train", "val", "test")})
         self._pending: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]] = {
             "train": [], "val": [], "test": []}
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets its hook-name attribute around every hook call, ~45 times per training step, and
-        # nn.Module.__setattr__ runs its parameter/module/buffer checks each time. That name is never a parameter,
-        # module or buffer, so the plain assignment below is exactly what nn.Module would end up doing.
-        if name == _compat.HOOK_NAME_ATTR:
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -30,10 +30,8 @@ class _Net(L.LightningModule):
     def __init__(self):
         super().__init__()
         self.layer = nn.Linear(2, 1)
-        self.hook_names: list[str] = []
 
     def training_step(self, batch, batch_idx):
-        self.hook_names.append(getattr(self, _compat.HOOK_NAME_ATTR))
         return self.layer(batch[0]).pow(2).mean()
 
     def configure_optimizers(self):
@@ -120,12 +118,6 @@ def test_wandb_init_kwargs_are_the_deferred_init_arguments(tmp_path):
     assert isinstance(kwargs, dict) and kwargs["project"] == "compat"
     kwargs.setdefault("tags", ["x"])
     assert _compat.wandb_init_kwargs(logger)["tags"] == ["x"], "must be the logger's own (mutable) mapping"
-
-
-def test_hook_name_attribute_is_set_around_hooks():
-    net = _Net()
-    L.Trainer(max_steps=2, **QUIET).fit(net, _loader())
-    assert net.hook_names == ["training_step", "training_step"]
 
 
 @pytest.mark.parametrize("name", _compat.__all__)

@@ -71,7 +71,7 @@ def test_fused_adamw_and_lightning_hook_names():
     class Probe(Classifier):
         def training_step(self, batch, batch_idx):
             seen.append(self._current_fx_name)
-            self.log("probe", 1.0)  # needs Lightning's `_current_fx_name`, set through the fast path
+            self.log("probe", 1.0)  # needs the hook name Lightning sets on the module around every hook
             return super().training_step(batch, batch_idx)
 
     dm = DigitsDataModule(batch_size=128)
