@@ -128,6 +128,7 @@ def lightning_docs(dm, epochs: int, workdir: str, seed: int = 42) -> tuple[float
     train = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt), batch_size=32, shuffle=True)
     val = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xv, yv), batch_size=32)
     model = LitMoons()
+    mode = os.environ.get("WANDB_MODE")  # WandbLogger(offline=True) sets it to "dryrun" for the whole process
     trainer = L.Trainer(max_epochs=epochs, logger=WandbLogger(save_dir=workdir, offline=True), log_every_n_steps=1,
                         callbacks=[LearningRateMonitor(logging_interval="step")], enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False, accelerator="cpu", devices=1)  # fmt: skip
@@ -138,6 +139,8 @@ def lightning_docs(dm, epochs: int, workdir: str, seed: int = 42) -> tuple[float
 
     if wandb.run is not None:
         wandb.finish()
+    if mode is not None:
+        os.environ["WANDB_MODE"] = mode
     return seconds, float(trainer.callback_metrics["val/acc"])
 
 

@@ -9,6 +9,9 @@ part of the package (the optimizer factory, gradual unfreezing, the LR finder) m
 * momentum (SGD momentum or Adam-family beta1) and weight decay per group, on by default; optimizers that have no
   momentum log no ``-momentum`` key (instead of a warning and a constant 0);
 * groups added mid-training (gradual unfreezing) get their own keys from the next logged step on;
+* momentum and weight decay go into a row only when they change (a group's first row, then each change): they
+  are constant for most optimizers, and every key costs in every logger row (``trainer.callback_metrics`` has
+  them all at every logged step);
 * per-step rows are kept on the host and written in a burst (before validation, at epoch end, before a checkpoint,
   at the end of training, on an exception, and every ``flush_every`` rows), not with one ``logger.log_metrics``
   round trip per step; every row still reaches every logger with its own ``step``, in step order.
@@ -99,6 +102,7 @@ class LRMonitor(Callback):
         self.lrs: dict[str, list[float]] = {}
         self.last_momentum_values: dict[str, float] = {}
         self._rows: list[tuple[int, dict[str, float]]] = []
+        self._static: dict[str, float] = {}  # last logged momentum / weight decay per key
 
     @property
     def pending(self) -> int:
@@ -106,6 +110,7 @@ class LRMonitor(Callback):
         return len(self._rows)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._static = {}
         if not trainer.loggers:
             raise ValueError("LRMonitor needs a logger: the Trainer has `logger=False`")
 
@@ -118,7 +123,14 @@ class LRMonitor(Callback):
                 self.lrs.setdefault(key, []).append(value)
         device = trainer.strategy.root_device
         trainer.callback_metrics.update({k: torch.tensor(v, device=device) for k, v in stats.items()})
-        return stats
+        row = {}
+        for key, value in stats.items():
+            if key.endswith(("-momentum", "-weight_decay")):
+                if self._static.get(key) == value:
+                    continue
+                self._static[key] = value
+            row[key] = value
+        return row
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if self.logging_interval == "epoch" or not _compat.should_update_logs(trainer):

@@ -103,3 +103,22 @@ def test_two_instances_save_and_restore_separately(tmp_path):
     L.Trainer(max_epochs=4, callbacks=[a2, b2, Probe()], default_root_dir=tmp_path, enable_checkpointing=False,
               **QUIET).fit(Net(), _data(), ckpt_path=tmp_path / "last.ckpt")  # fmt: skip
     assert seen == [(2, 1)]  # each restored its own phase before training continued
+
+
+def test_group_names_are_not_doubled_through_the_task_wrapper(tmp_path):
+    from lightning_bestpractices.models import MLP
+    from lightning_bestpractices.optim import LRMonitor
+    from lightning_bestpractices.tasks import Classifier
+
+    model = Classifier(MLP(4, [8, 8], 1, norm="batch"), optim={"weight_decay": 0.1})
+    logger = L.pytorch.loggers.CSVLogger(tmp_path)
+    trainer = L.Trainer(max_epochs=3, callbacks=[GradualUnfreezing(unfreeze_at=[1, 2]), LRMonitor()], logger=logger,
+                        log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)  # fmt: skip
+    data = DataLoader(TensorDataset(torch.randn(16, 4), torch.randint(0, 2, (16, 1)).float()), batch_size=8)
+    trainer.fit(model, data)
+    names = [g["name"] for g in trainer.optimizers[0].param_groups]
+    assert names == ["decay", "no_decay", "net.4", "net.4.no_decay", "net.0", "net.0.no_decay"]
+    header = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "lr-AdamW/net.4" in header and "lr-AdamW/net.0.no_decay-weight_decay" in header  # the same names
+    assert not any("net.net" in h for h in header)
