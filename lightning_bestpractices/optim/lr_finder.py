@@ -101,6 +101,7 @@ class LRFindResult:
     suggestions: dict[str, float]
     rule: str
     group_lrs: list[list[float]] = field(default_factory=list)
+    precision: str | None = None  # the precision the sweep ran in
 
     @property
     def suggestion(self) -> float:
@@ -260,7 +261,7 @@ def lr_find(
     smoothed = _smooth(losses, smoothing)
     skip = min(3, max(0, n // 10))
     suggestions = {r: suggest_lr(lrs, smoothed, r, skip_begin=skip, skip_end=1) for r in RULES}
-    result = LRFindResult(lrs, losses, smoothed.tolist(), suggestions, rule, sweep.group_lrs[:n])
+    result = LRFindResult(lrs, losses, smoothed.tolist(), suggestions, rule, sweep.group_lrs[:n], str(sweeper.precision))
     rank_zero_info(
         "LR range test: " + ", ".join(f"{k} {v:.3e}" for k, v in suggestions.items()) + f" -> using {rule}"
     )
@@ -281,14 +282,16 @@ def apply_lr(model: L.LightningModule, lr: float) -> None:
     if getattr(model, "optim", None) is not None:
         model.optim = OptimConfig.from_any(model.optim).with_lr(lr)
     hparams = getattr(model, "hparams", None)
-    if hparams is not None:
+    if hparams is not None and ("lr" in hparams or "optim" in hparams):
+        hparams = dict(hparams)
         if hparams.get("lr") is not None:
             hparams["lr"] = lr
         optim = hparams.get("optim")
         if isinstance(optim, dict):
             hparams["optim"] = {**optim, "lr": lr}
-        elif optim is not None or "optim" in hparams:
-            hparams["optim"] = {"lr": lr} if optim is None else optim.with_lr(lr)
+        elif "optim" in hparams:
+            hparams["optim"] = {"lr": lr} if optim is None else OptimConfig.from_any(optim).with_lr(lr)
+        model.save_hyperparameters(hparams)  # what Lightning logs at fit start is the saved (initial) copy
 
 
 class LRFinder(Callback):
