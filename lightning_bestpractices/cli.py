@@ -123,8 +123,10 @@ class BestPracticesCLI(LightningCLI):
             parser.error(f"invalid configuration: {err}")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        from ._compat import wandb_init_kwargs
+
         trainer = super().instantiate_trainer(**kwargs)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and os.environ.get("WANDB_MODE") == "offline":
-                logger._wandb_init.setdefault("mode", "offline")
+                wandb_init_kwargs(logger).setdefault("mode", "offline")
         return trainer

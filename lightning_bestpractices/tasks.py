@@ -1,10 +1,17 @@
 """LightningModules that wrap a plain ``nn.Module`` for a task (loss, torchmetrics metrics, optimizer).
 
+The optimizer and schedule come from an :class:`~lightning_bestpractices.optim.OptimConfig` (``optim=``), through
+:class:`~lightning_bestpractices.optim.OptimizerMixin`: by default AdamW, no weight decay on norm parameters and
+biases, and a cosine schedule over the run's real optimizer steps.
+
 Example:
     >>> from lightning_bestpractices.models import MLP
-    >>> task = Classifier(MLP(2, [8], 1), num_classes=2)
+    >>> task = Classifier(MLP(2, [8], 1, norm="batch"), num_classes=2)
     >>> task.task, type(task.loss_fn).__name__
     ('binary', 'BCEWithLogitsLoss')
+    >>> opt = task.configure_optimizers()          # no Trainer attached: the optimizer alone
+    >>> [(g["name"], g["weight_decay"]) for g in opt.param_groups]
+    [('decay', 0.01), ('no_decay', 0.0)]
 """
 
 from __future__ import annotations
@@ -18,16 +25,23 @@ from torch import nn
 
 from lightning_bestpractices.errors import ArgumentError
 
-__all__ = ["Classifier"]
+from .optim.mixin import OptimConfig, OptimizerMixin
+
+__all__ = ["Classifier", "DEFAULT_OPTIM"]
+
+#: The task's default: AdamW at the seed's LR and weight decay, decay only on weights (not norms and biases),
+#: cosine over the real optimizer steps down to 0.
+DEFAULT_OPTIM: dict[str, Any] = {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.01, "schedule": "cosine"}
 
 
-class Classifier(L.LightningModule):
+class Classifier(OptimizerMixin, L.LightningModule):
     """Train a classifier: BCE-with-logits for ``"binary"`` (one logit), cross-entropy for ``"multiclass"``.
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc`` per epoch (``test/*`` likewise) through
     torchmetrics (``MeanMetric`` for the sample-weighted loss, ``Accuracy``), synchronised across processes at epoch
-    end. ``predict_step`` returns probabilities. The optimizer is AdamW; the schedule is cosine annealing over the
-    run's epochs, stepped per epoch as in the seed's pipeline.
+    end. ``predict_step`` returns probabilities. Optimizer and schedule come from ``optim`` (see the module
+    docstring); if your subclass overrides ``on_train_start``, ``on_train_epoch_start``, ``on_save_checkpoint`` or
+    ``on_load_checkpoint``, call ``super()`` (the schedule is re-resolved there on resume).
 
     What it adds over calling torchmetrics in every step: a step only appends its detached outputs to a short
     on-device buffer (no host sync, no ``self.log``); every ``metric_update_every`` batches, and at epoch end, the
@@ -40,11 +54,10 @@ class Classifier(L.LightningModule):
         net: the network; its output is one logit (binary) or ``num_classes`` logits.
         num_classes: number of classes.
         task: ``"binary"`` or ``"multiclass"``; by default binary when ``num_classes == 2``.
-        lr: AdamW learning rate, > 0.
-        weight_decay: AdamW decoupled weight decay, >= 0.
-        cosine_epochs: length of the cosine schedule in epochs (default: ``trainer.max_epochs``); 0 disables it.
-        fused: use torch's fused AdamW kernel (one kernel per parameter instead of ~10 small ops; on CPU and CUDA),
-            ``None`` keeps torch's default implementation. Same update rule, different rounding.
+        optim: an :class:`~lightning_bestpractices.optim.OptimConfig` or its fields as a mapping (optimizer,
+            ``lr``, ``weight_decay``, ``options`` such as ``{"fused": true}``, ``lr_multipliers``, ``schedule``);
+            fields not given keep :data:`DEFAULT_OPTIM`. ``schedule: null`` trains at a constant LR.
+        lr, weight_decay: shorthands that override ``optim``'s ``lr`` / ``weight_decay``.
         metric_update_every: batches buffered before the metrics are updated (bounds the buffer's memory).
     """
 
@@ -53,32 +66,43 @@ class Classifier(L.LightningModule):
         net: nn.Module,
         num_classes: int = 2,
         task: Literal["binary", "multiclass"] | None = None,
-        lr: float = 0.01,
-        weight_decay: float = 0.01,
-        cosine_epochs: int | None = None,
-        fused: bool | None = None,
+        optim: OptimConfig | dict[str, Any] | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
         metric_update_every: int = 32,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ArgumentError(f"`num_classes` must be >= 2, got {num_classes!r}")
-        if not lr > 0:
+        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
             raise ArgumentError(f"`lr` must be > 0, got {lr!r}")
-        if not weight_decay >= 0:
+        if weight_decay is not None and not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
             raise ArgumentError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
-        if cosine_epochs is not None and cosine_epochs < 0:
-            raise ArgumentError(f"`cosine_epochs` must be >= 0, got {cosine_epochs!r}")
         if metric_update_every < 1:
             raise ArgumentError(f"`metric_update_every` must be >= 1, got {metric_update_every!r}")
         task = task or ("binary" if num_classes == 2 else "multiclass")
         if task not in ("binary", "multiclass"):
             raise ArgumentError(f"`task` must be 'binary' or 'multiclass', got {task!r}")
+        config = dict(DEFAULT_OPTIM)
+        if isinstance(optim, OptimConfig):
+            config = {f: getattr(optim, f) for f in optim.__dataclass_fields__}
+        elif optim is not None:
+            config.update(optim)
+        if lr is not None:
+            config["lr"] = lr
+        if weight_decay is not None:
+            config["weight_decay"] = weight_decay
         self.save_hyperparameters(ignore=["net"])  # for the logger and checkpoint; the code reads the attributes below
         # Plain attributes, not self.hparams: a subclass that calls save_hyperparameters() replaces hparams with its
         # own arguments, and the settings must not disappear with them.
-        self.lr, self.weight_decay, self.cosine_epochs = lr, weight_decay, cosine_epochs
-        self.fused, self.metric_update_every = fused, metric_update_every
+        self.optim = OptimConfig.from_any(config)
+        self.metric_update_every = metric_update_every
         self.net = net
+        for prefix in self.optim.lr_multipliers:  # fail at construction, not at fit start
+            try:
+                self.get_submodule(prefix)
+            except AttributeError:
+                raise ArgumentError(f"`lr_multipliers` key {prefix!r} is not a submodule of the model") from None
         self.task = task
         self.loss_fn = nn.BCEWithLogitsLoss() if task == "binary" else nn.CrossEntropyLoss()
         kw = {"task": task} if task == "binary" else {"task": task, "num_classes": num_classes}
@@ -86,15 +110,6 @@ class Classifier(L.LightningModule):
         self.mean_loss = nn.ModuleDict({f"{s}_": torchmetrics.MeanMetric() for s in ("train", "val", "test")})
         self._pending: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]] = {
             "train": [], "val": [], "test": []}
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Lightning sets `_current_fx_name` around every hook call, ~45 times per training step, and
-        # nn.Module.__setattr__ runs its parameter/module/buffer checks each time. That name is never a parameter,
-        # module or buffer, so the plain assignment below is exactly what nn.Module would end up doing.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -166,13 +181,3 @@ class Classifier(L.LightningModule):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         logits = self(x).float()
         return torch.sigmoid(logits) if self.task == "binary" else logits.softmax(-1)
-
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=self.fused)
-        epochs = self.cosine_epochs
-        if epochs is None:
-            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 0
-        if not epochs:
-            return opt
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

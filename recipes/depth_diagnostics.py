@@ -100,7 +100,8 @@ def main() -> None:
 def train(args: argparse.Namespace, scheme: str) -> dict[str, float]:
     L.seed_everything(args.seed, verbose=False)
     data = DigitsDataModule(batch_size=64, seed=args.seed)
-    model = Classifier(build(args, 64, 10), num_classes=10, lr=args.lr, weight_decay=0.0, cosine_epochs=0)
+    model = Classifier(build(args, 64, 10), num_classes=10,
+                       optim={"lr": args.lr, "weight_decay": 0.0, "schedule": None})
     model.configure_optimizers = lambda: torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     trainer = L.Trainer(
         max_epochs=args.train_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,

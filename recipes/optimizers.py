@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning_bestpractices._logging import format_table
 from lightning_bestpractices.data import DigitsDataModule, MoonsDataModule
 from lightning_bestpractices.models import MLP
-from lightning_bestpractices.optim import OptimClassifier
+from lightning_bestpractices.tasks import Classifier
 
 # the usual starting LR of each update rule (constant through training, so only the rule differs)
 OPTIMIZERS = {
@@ -65,8 +65,8 @@ class History(Callback):
 def run(dataset: str, name: str, seed: int, epochs: int | None = None) -> dict:
     spec = DATASETS[dataset]
     L.seed_everything(seed, verbose=False)
-    model = OptimClassifier(
-        spec["net"](), num_classes=spec["classes"], optim={"optimizer": name, **OPTIMIZERS[name]}
+    model = Classifier(
+        spec["net"](), num_classes=spec["classes"], optim={"optimizer": name, "weight_decay": 0.0, "schedule": None, **OPTIMIZERS[name]}
     )
     hist = History()
     trainer = L.Trainer(

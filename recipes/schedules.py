@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning_bestpractices._logging import format_table
 from lightning_bestpractices.data import DigitsDataModule
 from lightning_bestpractices.models import MLP
-from lightning_bestpractices.optim import OptimClassifier
+from lightning_bestpractices.tasks import Classifier
 
 CONFIG = Path(__file__).parent / "configs" / "schedules.yaml"
 LR = 0.05  # same peak LR for every schedule: the LR range test's minimum/10 rule gave 0.046 (--lr-find)
@@ -66,7 +66,7 @@ class History(Callback):
 def run(schedule: dict | None, seed: int, epochs: int, lr: float = LR) -> History:
     L.seed_everything(seed, verbose=False)
     optim = {"optimizer": "momentum", "lr": lr, "weight_decay": 5e-4, "schedule": schedule}
-    model = OptimClassifier(MLP(64, [128], 10, dropout=0.0, norm="none"), num_classes=10, optim=optim)
+    model = Classifier(MLP(64, [128], 10, dropout=0.0, norm="none"), num_classes=10, optim=optim)
     hist = History()
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[hist],
@@ -112,7 +112,7 @@ def find_peak_lr(out: Path) -> list[list]:
     from lightning_bestpractices.optim import lr_find
 
     L.seed_everything(0, verbose=False)
-    model = OptimClassifier(MLP(64, [128], 10, dropout=0.0, norm="none"), num_classes=10,
+    model = Classifier(MLP(64, [128], 10, dropout=0.0, norm="none"), num_classes=10,
                             optim={"optimizer": "momentum", "lr": LR, "weight_decay": 5e-4})  # fmt: skip
     result = lr_find(model, datamodule=DigitsDataModule(batch_size=64, seed=0), min_lr=1e-4, max_lr=3.0,
                      num_steps=150, trainer_kwargs={"default_root_dir": str(out), "enable_progress_bar": False})  # fmt: skip
@@ -150,7 +150,7 @@ def _plot(hists: dict[str, History], path: Path, lr: float) -> None:
 def cli(args: list[str] | None = None):
     from lightning_bestpractices.cli import BestPracticesCLI
 
-    return BestPracticesCLI(OptimClassifier, DigitsDataModule, args=args, default_config=CONFIG)
+    return BestPracticesCLI(Classifier, DigitsDataModule, args=args, default_config=CONFIG)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def test_other_loggers_and_wandb_modes(moons, tmp_path):
                       "--trainer.logger.init_args.save_dir=csv"])
     log_dir = (tmp_path / cli.trainer.logger.log_dir).resolve()
     assert log_dir.is_relative_to(tmp_path / "csv")
-    assert (log_dir / "metrics.csv").read_text().count("lr-AdamW") == 1
+    header = (log_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"lr-AdamW/decay", "lr-AdamW/no_decay"} <= set(header)  # one LR column per named group
     assert (log_dir / "config.yaml").is_file() and (log_dir / "decision_boundary.png").is_file()
     assert cli.trainer.logger.__class__.__name__ == "CSVLogger"
     assert not find_offline_runs(tmp_path)

@@ -453,7 +453,12 @@ def test_bf16_mixed_end_to_end():
     trainer.fit(model, _data())
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
     assert all(not torch.equal(a, p) for a, p in zip(start, model.parameters()))  # every group trained
-    assert len(trainer.optimizers[0].param_groups) == 4
+    # the head's group + 3 joined layer groups, each split into decayed / no-decay parts (AdamW's own 0.01)
+    groups = trainer.optimizers[0].param_groups
+    assert len(groups) == 1 + 3 * 2
+    assert {g["name"]: g["weight_decay"] for g in groups[1:]} == {
+        n: (0.0 if n.endswith(".no_decay") else 0.01) for n in (g["name"] for g in groups[1:])
+    } and sum(g["name"].endswith(".no_decay") for g in groups) == 3
 
 
 def test_fraction_milestones_unfreeze_at_steps():
@@ -482,7 +487,7 @@ def test_fine_tune_preset_two_one_cycles():
     assert head[4:] == pytest.approx([lrs[0] for lrs in phase2], rel=1e-9)  # a fresh 1cycle, peak 0.01 * 0.5
     last = rec.lrs[4]  # groups 3 below the head start at peak/25 * (1/8)^(3/3)
     assert last["backbone.0"] == pytest.approx(0.005 / 25 / 8, rel=1e-6)
-    assert trainer.lr_scheduler_configs[0].scheduler.total_steps == 8
+    assert trainer.lr_scheduler_configs[0].scheduler.curve.inner.total == 8  # the second cycle spans phase 2
 
 
 def test_bad_input_clear_errors():

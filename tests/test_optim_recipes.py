@@ -37,7 +37,7 @@ def test_schedules_recipe_yaml_run_ends_on_final_lr_with_accumulation(tmp_path):
         found = find_offline_runs(tmp_path)
         if found:
             run = read_offline_run(found[0], wait=120)
-            rows = [r for r in run.history if "lr-cosine/decay" in r]
+            rows = [r for r in run.history if "lr-SGD/decay" in r]
         if len(rows) >= 34 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -46,5 +46,5 @@ def test_schedules_recipe_yaml_run_ends_on_final_lr_with_accumulation(tmp_path):
     # digits: 1078 training images / 64 = 17 batches per epoch (the monitor logs each), 3 per optimizer step ->
     # 6 optimizer steps per epoch, 12 in total; the last batch's LR is the LR of the last optimizer step
     assert len(rows) == 34 and len({r["trainer/global_step"] for r in rows}) == 12
-    assert rows[-1]["lr-cosine/decay"] == pytest.approx(1e-5, rel=1e-6)
-    assert rows[0]["lr-cosine/decay-momentum"] == 0.9 and rows[0]["lr-cosine/no_decay-weight_decay"] == 0
+    assert rows[-1]["lr-SGD/decay"] == pytest.approx(1e-5, rel=1e-6)
+    assert rows[0]["lr-SGD/decay-momentum"] == 0.9 and rows[0]["lr-SGD/no_decay-weight_decay"] == 0

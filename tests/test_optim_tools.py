@@ -1,4 +1,5 @@
-"""LR finder (group ratios, suggestions, plot to W&B, exact restore) and the per-group LR/momentum/WD monitor."""
+"""LR finder (group ratios, suggestions, plot to W&B, exact restore) and the one LR monitor (per group LR/momentum/WD;
+keys from the optimizer class, the same for every schedule)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from lightning_bestpractices.optim import OptimConfig
 from lightning_bestpractices.optim.lr_finder import RULES, lr_find, suggest_lr
-from lightning_bestpractices.optim.monitor import GroupLRMonitor
+from lightning_bestpractices.optim.monitor import LRMonitor as GroupLRMonitor
 from lightning_bestpractices.wandb_offline import find_offline_runs, read_offline_run
 
 _spec = importlib.util.spec_from_file_location(
@@ -147,18 +148,18 @@ def test_monitor_logs_lr_momentum_wd_per_named_group_to_wandb(wandb_env):
                         callbacks=[GroupLRMonitor(), rec], enable_checkpointing=False, **QUIET)  # fmt: skip
     trainer.fit(model, ddp_optim.loaders(False))
     logger.experiment.finish()
-    run = _read_run(tmp_path, "lr-onecycle/decay")
-    rows = [r for r in run.history if "lr-onecycle/decay" in r]
+    run = _read_run(tmp_path, "lr-AdamW/decay")
+    rows = [r for r in run.history if "lr-AdamW/decay" in r]
     assert len(rows) == len(rec.lrs) == 16
     names = rec.names
     for row, lrs in zip(rows, rec.lrs):
         for name, lr in zip(names, lrs):
-            assert row[f"lr-onecycle/{name}"] == pytest.approx(lr, rel=1e-6)
-    assert rows[0]["lr-onecycle/head.decay-momentum"] == pytest.approx(0.95)  # AdamW beta1, cycled by 1cycle
-    assert min(r["lr-onecycle/decay-momentum"] for r in rows) < 0.9
+            assert row[f"lr-AdamW/{name}"] == pytest.approx(lr, rel=1e-6)
+    assert rows[0]["lr-AdamW/head.decay-momentum"] == pytest.approx(0.95)  # AdamW beta1, cycled by 1cycle
+    assert min(r["lr-AdamW/decay-momentum"] for r in rows) < 0.9
     assert (
-        rows[0]["lr-onecycle/decay-weight_decay"] == 0.01
-        and rows[0]["lr-onecycle/no_decay-weight_decay"] == 0
+        rows[0]["lr-AdamW/decay-weight_decay"] == 0.01
+        and rows[0]["lr-AdamW/no_decay-weight_decay"] == 0
     )
 
 

@@ -71,7 +71,7 @@ def test_fused_adamw_and_lightning_hook_names():
     class Probe(Classifier):
         def training_step(self, batch, batch_idx):
             seen.append(self._current_fx_name)
-            self.log("probe", 1.0)  # needs Lightning's `_current_fx_name`, set through the fast path
+            self.log("probe", 1.0)  # needs the hook name Lightning sets on the module around every hook
             return super().training_step(batch, batch_idx)
 
     dm = DigitsDataModule(batch_size=128)
@@ -79,7 +79,8 @@ def test_fused_adamw_and_lightning_hook_names():
     for fused in (None, True):
         torch.manual_seed(0)
         # no BatchNorm: a bias in front of BN gets a ~0 gradient, which Adam's normalisation turns into rounding noise
-        model = Probe(MLP(64, [16], 10, dropout=0.0, norm="none"), num_classes=10, fused=fused, metric_update_every=2)
+        model = Probe(MLP(64, [16], 10, dropout=0.0, norm="none"), num_classes=10,
+                      optim={"options": {"fused": fused}}, metric_update_every=2)
         trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(model, dm)
@@ -94,3 +95,23 @@ def test_fused_adamw_and_lightning_hook_names():
 def test_metric_update_every_bad_input():
     with pytest.raises(ValueError, match=r"`metric_update_every` must be >= 1, got 0"):
         Classifier(MLP(), metric_update_every=0)
+
+
+def test_default_optim_has_no_decay_on_norms_and_biases_and_a_cosine_schedule():
+    model = Classifier(MLP(2, [8], 1, norm="batch"), optim={"lr": 0.05})
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    x = torch.randn(32, 2)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, (x[:, :1] > 0).float()), batch_size=8)
+    trainer.fit(model, data)
+    opt = trainer.optimizers[0]
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in decayed}
+    assert type(opt).__name__ == "AdamW" and names == {"net.net.0.weight", "net.net.4.weight"}  # Linear weights only
+    assert all(g["weight_decay"] == 0.01 for g in opt.param_groups if g["name"] == "decay")
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0]  # cosine over the 8 real steps ends at 0
+
+
+def test_final_lr_above_peak_lr_fails_at_construction():
+    with pytest.raises(ValueError, match=r"`final_lr` \(0.5, the last-step LR of schedule 'cosine'\) must not be above the peak `lr` \(0.01\)"):
+        Classifier(MLP(), optim={"schedule": {"name": "cosine", "final_lr": 0.5}})

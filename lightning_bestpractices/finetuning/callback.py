@@ -8,8 +8,13 @@ What it adds over Lightning's ``BackboneFinetuning``/``BaseFinetuning``:
   so the new parameters are bucketed and all-reduced like any other (zero per-step overhead; the rebuild also
   broadcasts rank 0's weights once).
 * **Scheduler-correct.** New groups are added with
-  :func:`~lightning_bestpractices.finetuning.add_param_group`, which extends every attached LR scheduler, so they
-  follow the configured schedule (any torch scheduler) from the moment they join.
+  :func:`~lightning_bestpractices.finetuning.add_param_group`, so they follow the configured schedule from the
+  moment they join: the package's own ``Schedule`` needs nothing more, a user's own torch scheduler is extended
+  through :mod:`~lightning_bestpractices.finetuning.foreign` (class by class; an unknown class is refused at
+  ``on_fit_start``, before the first step).
+* **Decay-correct.** A joining layer group inherits the optimizer's weight decay and the package's one no-decay
+  rule (:func:`~lightning_bestpractices.normalization.no_decay_parameters`): it joins as ``name`` (decayed) and
+  ``name.no_decay`` (norm weights and all biases, weight decay 0), with no extra argument.
 * **Resumable.** The phase is in ``state_dict``; on resume the parameter groups are rebuilt in ``on_fit_start``,
   before Lightning loads the optimizer and scheduler state into them.
 * **Frozen means frozen.** ``requires_grad=False`` (no gradient, no optimizer state, less backward compute) and
@@ -33,7 +38,9 @@ from torch.optim import Optimizer
 
 from lightning_bestpractices.errors import ArgumentError
 
+from .. import _compat
 from ..normalization import no_decay_parameters
+from . import foreign
 from .groups import GroupSpec, LayerGroup, freeze_group, group_parameters, layer_groups, unfreeze_group
 from .param_groups import add_param_group, drop_frozen_parameters, group_index_of, scale_group_lr
 
@@ -100,9 +107,10 @@ class GradualUnfreezing(Callback):
         freeze_bn_stats: keep BatchNorm running statistics frozen also after a group is unfrozen (its
             ``weight``/``bias`` train). Worth it with small batches, whose statistics are noisy; by default an
             unfrozen group's BatchNorm goes back to batch statistics and updates its running estimates.
-        weight_decay: if given, each new group is split into ``name`` (this weight decay) and ``name.no_decay``
-            (0 for norm and bias parameters, as :func:`~lightning_bestpractices.normalization.param_groups`);
-            ``None`` copies the head group's weight decay.
+        weight_decay: weight decay of the decayed part of each new group; ``None`` (default) inherits the
+            optimizer's (the largest weight decay among its groups). Whenever it is > 0 a new group is split into
+            ``name`` and ``name.no_decay`` (weight decay 0 for norm parameters and biases, the rule of
+            :func:`~lightning_bestpractices.normalization.param_groups`).
 
     Example:
         >>> import torch, lightning as L
@@ -126,7 +134,7 @@ class GradualUnfreezing(Callback):
     def __init__(
         self,
         unfreeze_at: int | float | Sequence[int | float] = (1,),
-        groups_per_unfreeze: int | Sequence[int] = 1,
+        groups_per_unfreeze: int | Sequence[int] | None = None,
         *,
         groups: Sequence[GroupSpec] | None = None,
         head: GroupSpec | None = None,
@@ -137,6 +145,9 @@ class GradualUnfreezing(Callback):
         weight_decay: float | None = None,
     ) -> None:
         self.unfreeze_at = _check_milestones(unfreeze_at)
+        self._counts_given = groups_per_unfreeze is not None
+        if groups_per_unfreeze is None:
+            groups_per_unfreeze = 1
         counts = (
             (groups_per_unfreeze,) * len(self.unfreeze_at)
             if isinstance(groups_per_unfreeze, int)
@@ -175,8 +186,12 @@ class GradualUnfreezing(Callback):
 
     # --- state ------------------------------------------------------------------------------------------------
 
-    # state_key stays the class name, so a resumed run always finds its phase and a changed schedule is reported
-    # clearly (see on_fit_start) instead of failing inside the optimizer's load_state_dict
+    @property
+    def state_key(self) -> str:
+        # keyed by what it acts on, not by its schedule: a resumed run with another `unfreeze_at` still finds its
+        # phase and is told clearly (see on_fit_start); two instances on different groups keep separate states
+        return self._generate_state_key(groups=self.groups_spec, head=self.head)
+
     def state_dict(self) -> dict[str, Any]:
         return {"phase": self.phase, "groups": [g.name for g in self.groups]}
 
@@ -232,6 +247,8 @@ class GradualUnfreezing(Callback):
         head_param = next((p for p in group_parameters(pl_module, self.groups)[-1] if p.requires_grad), None)
         if head_param is None:
             raise ArgumentError(f"the head {self.groups[-1].name!r} has no trainable parameter")
+        for config in trainer.lr_scheduler_configs:  # a scheduler we cannot extend: say so before the first step
+            foreign.check_supported(config.scheduler)
         self._optimizer = None
         for opt in trainer.optimizers:
             drop_frozen_parameters(opt)
@@ -282,6 +299,11 @@ class GradualUnfreezing(Callback):
     def _plan(self, n: int) -> list[list[int]]:
         frozen = list(range(n - 2, -1, -1))  # nearest the head first
         order = []
+        if not self._counts_given and len(self.unfreeze_at) > n - 1:
+            raise ArgumentError(
+                f"`unfreeze_at`={list(self.unfreeze_at)} has {len(self.unfreeze_at)} unfreeze points, but the model "
+                f"has only {n - 1} frozen layer group(s) ({[g.name for g in self.groups[:-1]]}) to unfreeze"
+            )
         for count in self.groups_per_unfreeze:
             take = len(frozen) if count == -1 else count
             if take > len(frozen) or take == 0:
@@ -307,7 +329,7 @@ class GradualUnfreezing(Callback):
             + ", ".join(f"{n} (lr {lrs.get(n, float('nan')):.3g})" for n in names),
         )
 
-    def _schedulers(self, trainer: L.Trainer) -> list[Any]:
+    def _attached_schedulers(self, trainer: L.Trainer) -> list[Any]:
         return [c.scheduler for c in trainer.lr_scheduler_configs if c.scheduler.optimizer is self._optimizer]
 
     def _lr_factor(self) -> float:
@@ -316,7 +338,7 @@ class GradualUnfreezing(Callback):
     def _unfreeze(
         self, trainer: L.Trainer, pl_module: L.LightningModule, event: int, *, rewrap: bool
     ) -> list[str]:
-        opt, schedulers = self._optimizer, self._schedulers(trainer)
+        opt, schedulers = self._optimizer, self._attached_schedulers(trainer)
         n = len(self.groups)
         if self.lr_reduction != 1.0:
             for i in range(len(opt.param_groups)):
@@ -325,7 +347,8 @@ class GradualUnfreezing(Callback):
             if not self.freeze_bn_stats:
                 unfreeze_group(pl_module, self.groups[i])
         params = group_parameters(pl_module, self.groups)
-        no_decay = no_decay_parameters(pl_module) if self.weight_decay is not None else set()
+        decay = self._joining_weight_decay(opt)
+        no_decay = no_decay_parameters(pl_module) if decay > 0 else set()
         names = []
         for i in self._order[event]:
             for p in params[i]:
@@ -336,17 +359,10 @@ class GradualUnfreezing(Callback):
                 continue
             scale = self._lr_factor() ** (n - 1 - i)
             name = self.groups[i].name
-            if self.weight_decay is None:
-                parts = [(name, new, {})]
-            else:
-                parts = [
-                    (
-                        name,
-                        [p for p in new if id(p) not in no_decay],
-                        {"weight_decay": float(self.weight_decay)},
-                    ),
-                    (f"{name}.no_decay", [p for p in new if id(p) in no_decay], {"weight_decay": 0.0}),
-                ]
+            parts = [
+                (name, [p for p in new if id(p) not in no_decay], {"weight_decay": decay}),
+                (f"{name}.no_decay", [p for p in new if id(p) in no_decay], {"weight_decay": 0.0}),
+            ]
             for part_name, part, extra in parts:
                 if part:
                     add_param_group(
@@ -363,13 +379,19 @@ class GradualUnfreezing(Callback):
             self._rewrap_ddp(trainer)
         return names
 
+    def _joining_weight_decay(self, opt: Optimizer) -> float:
+        """The weight decay a joining group's decayed part gets: the argument, else the optimizer's own."""
+        if self.weight_decay is not None:
+            return float(self.weight_decay)
+        values = [float(g.get("weight_decay", 0.0)) for g in opt.param_groups]
+        return max([*values, float(opt.defaults.get("weight_decay", 0.0) or 0.0) if not values else 0.0])
+
     @staticmethod
     def _rewrap_ddp(trainer: L.Trainer) -> None:
         """Rebuild the DDP wrapper so that it registers (buckets, all-reduces) the newly trainable parameters."""
         strategy = trainer.strategy
         if isinstance(strategy, DDPStrategy) and isinstance(strategy.model, DistributedDataParallel):
-            strategy.model = strategy._setup_model(strategy.lightning_module)
-            strategy._register_ddp_hooks()
+            _compat.rewrap_ddp(strategy)
 
     def _report(self, pl_module: nn.Module, what: str) -> None:
         total = sum(p.numel() for p in pl_module.parameters())

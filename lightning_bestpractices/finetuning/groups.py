@@ -110,6 +110,23 @@ def _auto(module: nn.Module, prefix: str) -> list[LayerGroup]:
     return groups
 
 
+def _readable(groups: list[LayerGroup]) -> list[LayerGroup]:
+    """Automatic names without the doubled segments of look-through wrappers (a task's ``net`` holding a model
+    whose layers are in its own ``net``: ``net.net.0`` is shown as ``net.0``); module paths are unchanged."""
+
+    def collapse(name: str) -> str:
+        parts: list[str] = []
+        for p in name.split("."):
+            if not parts or parts[-1] != p:
+                parts.append(p)
+        return ".".join(parts)
+
+    names = [collapse(g.name) for g in groups]
+    if len(set(names)) != len(names):
+        return groups
+    return [LayerGroup(n, g.modules) for n, g in zip(names, groups)]
+
+
 def _match(root: nn.Module, pattern: str, what: str) -> list[str]:
     names = [n for n, _ in root.named_modules() if n]
     if pattern in names:
@@ -180,6 +197,9 @@ def layer_groups(
         [('0', ('0',)), ('2', ('2',)), ('4', ('4',))]
         >>> [g.name for g in layer_groups(net, groups=[["0", "2"]], head="4")]
         ['0+2', '4']
+        >>> wrapped = nn.Module(); wrapped.net = nn.Module(); wrapped.net.net = net      # a task around a model
+        >>> [(g.name, g.modules) for g in layer_groups(wrapped)][0]
+        ('net.0', ('net.net.0',))
     """
     if not isinstance(module, nn.Module):
         raise ArgumentError(f"`module` must be an nn.Module, got {type(module).__name__}")
@@ -188,7 +208,7 @@ def layer_groups(
         if callable(declared) and not isinstance(declared, nn.Module):
             found = [_normalize(module, e, "layer_groups()") for e in declared()]
         else:
-            found = _auto(module, "")
+            found = _readable(_auto(module, ""))
     else:
         if isinstance(groups, str) or not isinstance(groups, Sequence):
             raise ArgumentError(f"`groups` must be a list of module names/patterns, got {groups!r}")

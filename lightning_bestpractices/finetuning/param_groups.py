@@ -1,107 +1,44 @@
-"""Add parameter groups to a live optimizer and keep every attached LR scheduler consistent.
+"""Add parameter groups to a live optimizer and keep the attached LR schedule consistent.
 
-``torch.optim.Optimizer.add_param_group`` only touches the optimizer. The schedulers attached to it keep per-group
-lists (``base_lrs``, ``lr_lambdas``, ``min_lrs``, ``max_lrs``, ...) and per-group keys in the optimizer
-(``initial_lr``, OneCycleLR's ``max_lr``/``min_lr``/momenta); a group added later is missing from all of them, so
-the scheduler crashes (LambdaLR, CyclicLR, ReduceLROnPlateau with per-group ``min_lr``) or leaves the new group at a
-constant LR (chainable schedulers). What this adds:
+``torch.optim.Optimizer.add_param_group`` only touches the optimizer. With the package's own
+:class:`~lightning_bestpractices.optim.schedule.Schedule` that is all a group needs: its base LR (``initial_lr``),
+floor and name live in the param group. A user's own torch schedulers keep per-group lists on the scheduler, which
+:mod:`~lightning_bestpractices.finetuning.foreign` extends class by class. What this module adds:
 
 * :func:`add_param_group` clones a reference group *with its schedule*: the new group behaves exactly as if it had
   been in the optimizer from the start with every LR quantity multiplied by ``lr_scale``, and its current LR is
-  that schedule's value now. Works for every torch scheduler (``SequentialLR``/``ChainedScheduler`` children
-  included) and for any ``LRScheduler`` subclass that keeps its per-group state in ``base_lrs``-like lists.
+  that schedule's value now.
 * :func:`scale_group_lr` multiplies one group's whole schedule by a factor (the "lower the LR when unfreezing" step).
 * :func:`drop_frozen_parameters` removes ``requires_grad=False`` parameters from an optimizer, so that they can be
   added later as their own group (parameters are matched by identity).
-
-The current LR of a new group is derived from the reference group: for every torch schedule the LR is affine in the
-group's LR quantities, ``lr(t) = floor + (base - floor) * m(t)``, where ``floor`` is the shared ``eta_min`` of a
-cosine schedule (0 otherwise), so ``m(t)`` is read off the reference group. ReduceLROnPlateau: the new group
-joins at the reference LR times ``lr_scale``, but not below its own floor (the shared ``min_lr``, or the reference
-group's scaled when ``min_lr`` was given per group). That is exact except for ``lr_scale > 1`` with a shared
-``min_lr`` once the reference group has reached it (torch keeps no count of reductions to recover the unclamped LR).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from lightning_bestpractices.errors import ArgumentError
+
+from . import foreign
 
 __all__ = ["add_param_group", "scale_group_lr", "drop_frozen_parameters", "group_index_of"]
 
 #: optimizer param-group keys that are learning rates (scaled with the group)
 LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
-#: scheduler per-group lists that hold learning rates (scaled); every other per-group list is copied
-SCALED_LISTS = ("base_lrs", "max_lrs")
-
-
-def _children(scheduler: Any) -> list[Any]:
-    return list(getattr(scheduler, "_schedulers", []) or [])
-
-
-def _walk(schedulers: Iterable[Any]) -> list[Any]:
-    out = []
-    for s in schedulers:
-        out.append(s)
-        out += _walk(_children(s))
-    return out
-
-
-def _per_group_lists(scheduler: Any, n: int) -> list[str]:
-    """Public list attributes with one entry per param group (``base_lrs``, ``lr_lambdas``, ``min_lrs``...)."""
-    names = []
-    for key, value in vars(scheduler).items():
-        if key.startswith("_") or key == "optimizer" or not isinstance(value, list) or len(value) != n:
-            continue
-        names.append(key)
-    return names
-
-
-def _scaled(scheduler: Any, key: str) -> bool:
-    """Whether a per-group list scales with the group: LR lists do; ReduceLROnPlateau's ``min_lrs`` only when they
-    were given per group (then they are per-group floors, e.g. scaled by LR multipliers), not as one value."""
-    if key == "min_lrs" and isinstance(scheduler, ReduceLROnPlateau):
-        return getattr(scheduler, "default_min_lr", 0.0) is None
-    return key in SCALED_LISTS
-
-
-def _active_floor(schedulers: Sequence[Any]) -> float:
-    """The additive floor (``eta_min``) of the schedule currently driving the LRs, 0 if it has none."""
-    for s in schedulers:
-        leaf = s
-        while _children(leaf):
-            kids = _children(leaf)
-            milestones = getattr(leaf, "_milestones", None)
-            leaf = kids[bisect_right(milestones, leaf.last_epoch)] if milestones is not None else kids[-1]
-        floor = getattr(leaf, "eta_min", 0.0)
-        if isinstance(floor, (int, float)) and floor:
-            return float(floor)
-    return 0.0
-
-
-def _affine(lr: float, base: float, new_base: float, floor: float) -> float:
-    """LR of a group whose base is ``new_base``, given a group at ``lr`` with base ``base`` on the same schedule."""
-    if base == floor:
-        return lr * (new_base / base) if base else new_base
-    return floor + (lr - floor) * (new_base - floor) / (base - floor)
-
-
-def _sync_last_lr(optimizer: Optimizer, schedulers: Sequence[Any]) -> None:
-    lrs = [g["lr"] for g in optimizer.param_groups]
-    for s in _walk(schedulers):
-        if hasattr(s, "_last_lr"):
-            s._last_lr = list(lrs)
 
 
 def _attached(optimizer: Optimizer, schedulers: Iterable[Any]) -> list[Any]:
     return [s for s in schedulers if getattr(s, "optimizer", None) is optimizer]
+
+
+def _own(schedulers: Sequence[Any]) -> list[Any]:
+    from lightning_bestpractices.optim.schedule import Schedule
+
+    return [s for s in schedulers if isinstance(s, Schedule)]
 
 
 def _check_scale(name: str, value: float) -> float:
@@ -192,6 +129,9 @@ def add_param_group(
         raise ArgumentError("`params` is empty")
     ref = optimizer.param_groups[like]
     attached = _attached(optimizer, schedulers)
+    own, others = _own(attached), [s for s in attached if s not in _own(attached)]
+    for s in others:
+        foreign.check_supported(s)  # before anything changes
     group = {k: v for k, v in ref.items() if k != "params"}
     for key in LR_KEYS:
         if key in group and isinstance(group[key], (int, float, torch.Tensor)):
@@ -203,30 +143,14 @@ def add_param_group(
         group["name"] = name
     group.update(overrides)
     group["params"] = params
-    scheduled = {}
-    for s in _walk(attached):
-        scheduled[id(s)] = _per_group_lists(s, n)
     optimizer.add_param_group(group)
-    for s in _walk(attached):
-        for key in scheduled[id(s)]:
-            values = getattr(s, key)
-            values.append(values[like] * lr_scale if _scaled(s, key) else values[like])
-    if attached:
-        group["lr"] = _current_lr(ref, lr_scale, attached, len(optimizer.param_groups) - 1)
-    _sync_last_lr(optimizer, attached)
+    foreign.extend(others, like, lr_scale)
+    if others:
+        group["lr"] = foreign.current_lr(ref, lr_scale, others, len(optimizer.param_groups) - 1)
+    for s in own:
+        s.refresh()
+    foreign.sync_last_lr(optimizer, others)
     return len(optimizer.param_groups) - 1
-
-
-def _current_lr(ref: dict, scale: float, schedulers: Sequence[Any], index: int) -> float:
-    lr = float(ref["lr"])
-    if all(isinstance(s, ReduceLROnPlateau) for s in schedulers):
-        # Every reduction multiplies each group by `factor` and clamps it at the group's own floor, so the new group
-        # is at max(reference * scale, its floor). Exact unless the reference already sits at a *shared* floor and
-        # scale > 1: torch keeps no reduction count to tell how far below the floor the unclamped value is.
-        floor = max(float(s.min_lrs[index]) for s in schedulers)
-        return max(lr * scale, floor)
-    base = float(ref.get("initial_lr", lr))
-    return _affine(lr, base, base * scale, _active_floor(schedulers))
 
 
 def scale_group_lr(
@@ -249,21 +173,17 @@ def scale_group_lr(
         raise ArgumentError(f"`index` must index one of the optimizer's {n} param groups, got {index!r}")
     group = optimizer.param_groups[index]
     attached = _attached(optimizer, schedulers)
+    own, others = _own(attached), [s for s in attached if s not in _own(attached)]
+    for s in others:
+        foreign.check_supported(s)
     old = dict(group)
     for key in LR_KEYS[1:]:
         if key in group and isinstance(group[key], (int, float, torch.Tensor)):
             group[key] = group[key] * factor
     if "lr_multiplier" in group:
         group["lr_multiplier"] = float(group["lr_multiplier"]) * factor
-    for s in _walk(attached):
-        for key in _per_group_lists(s, n):
-            if _scaled(s, key):
-                getattr(s, key)[index] = getattr(s, key)[index] * factor
-    group["lr"] = _current_lr(old, factor, attached, index) if attached else old["lr"] * factor
-    _sync_last_lr(optimizer, attached)
-
-
-def scheduler_list(trainer_or_configs: Any) -> list[LRScheduler | ReduceLROnPlateau]:
-    """The scheduler objects of a Trainer (``trainer.lr_scheduler_configs``) or of a list of configs."""
-    configs = getattr(trainer_or_configs, "lr_scheduler_configs", trainer_or_configs)
-    return [c.scheduler for c in configs]
+    foreign.scale(others, index, factor)
+    group["lr"] = foreign.current_lr(old, factor, others, index) if others else old["lr"] * factor
+    for s in own:
+        s.refresh()
+    foreign.sync_last_lr(optimizer, others)

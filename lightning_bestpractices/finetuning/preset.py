@@ -3,8 +3,11 @@
 This is fastai's ``Learner.fine_tune`` as one Lightning callback: phase 1 trains the new head on the frozen body
 with ``OneCycleLR``; at ``freeze_epochs`` every group is unfrozen, the head gets ``lr * unfreeze_lr_scale`` and the
 groups below a geometric spread down to ``head_lr / lr_mult`` (fastai's ``slice(lr / lr_mult, lr)``), and a new
-``OneCycleLR`` runs over the remaining steps. Both schedules are torch's own ``OneCycleLR`` (with momentum cycling);
-the preset only decides when to build them and with which per-group ``max_lr``.
+1cycle runs over the remaining steps. Both cycles have the shape of torch's ``OneCycleLR`` (cosine rise and fall,
+momentum cycled inversely), as one curve of the package's own
+:class:`~lightning_bestpractices.optim.schedule.Schedule`: the preset adds that one scheduler to the Trainer at
+``on_fit_start`` and, at the unfreeze, swaps its curve and sets each group's peak LR in the group itself. Lightning
+steps and checkpoints it like any scheduler; nothing of Lightning's is replaced.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import OneCycleLR
 
 from lightning_bestpractices.errors import ArgumentError
 
+from ..optim.curves import Offset, OneCycleFactor
+from ..optim.schedule import Schedule
 from .callback import GradualUnfreezing, _check_positive
 from .groups import GroupSpec
 
@@ -111,30 +115,25 @@ class FineTune(GradualUnfreezing):
         self._phase1_steps = self._total_steps * self.freeze_epochs // trainer.max_epochs
         super().on_fit_start(trainer, pl_module)  # finds the optimizer, rebuilds groups on resume
         opt = self._optimizer
+        self._schedule = Schedule(opt, self._cycle(opt, 0, self._phase1_steps, self.freeze_pct_start))
+        trainer.lr_scheduler_configs.append(LRSchedulerConfig(self._schedule, name="fine_tune", interval="step"))
         if self.phase == 0:
-            self._install(
-                trainer, opt, [self.lr] * len(opt.param_groups), self._phase1_steps, self.freeze_pct_start
-            )
-        else:
+            self._set_peaks(opt, [self.lr] * len(opt.param_groups))
+        else:  # resumed in phase 2; Lightning then loads the schedule's state (its step and curve)
             self._install_phase2(trainer)
 
-    def _install(
-        self, trainer: L.Trainer, opt: Optimizer, max_lr: list[float], steps: int, pct: float
-    ) -> None:
+    def _cycle(self, opt: Optimizer, start: int, steps: int, pct: float) -> Offset:
+        steps = max(int(steps), 2)
         cycle = "betas" in opt.defaults or opt.defaults.get("momentum", 0) > 0
-        for group in opt.param_groups:  # a fresh cycle: forget the previous schedule's per-group keys
-            for key in ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"):
-                group.pop(key, None)
-        sched = OneCycleLR(
-            opt,
-            max_lr=max_lr,
-            total_steps=max(steps, 1),
-            pct_start=pct,
-            div_factor=self.div_factor,
-            final_div_factor=self.final_div_factor,
-            cycle_momentum=cycle,
-        )
-        trainer.strategy.lr_scheduler_configs = [LRSchedulerConfig(sched, name="fine_tune", interval="step")]
+        peak = max(pct * steps - 1.0, 0.0)  # where torch's OneCycleLR peaks
+        curve = OneCycleFactor(steps, peak, self.div_factor, 1.0 / (self.div_factor * self.final_div_factor),
+                               shapes=("cos", "cos"), momentum=(0.85, 0.95) if cycle else None)  # fmt: skip
+        return Offset(start, curve)
+
+    def _set_peaks(self, opt: Optimizer, max_lr: list[float]) -> None:
+        for group, peak in zip(opt.param_groups, max_lr):  # each group's peak LR lives in the group
+            group["initial_lr"] = float(peak)
+        self._schedule.refresh()
 
     def _install_phase2(self, trainer: L.Trainer) -> None:
         opt = self._optimizer
@@ -146,7 +145,9 @@ class FineTune(GradualUnfreezing):
             name = str(group.get("name", "")).removesuffix(".no_decay")
             depth = n - 1 - by_name[name] if name in by_name else 0
             max_lr.append(head_lr * self._lr_factor() ** depth)
-        self._install(trainer, opt, max_lr, self._total_steps - self._phase1_steps, self.pct_start)
+        start = self._phase1_steps
+        self._schedule.curve = self._cycle(opt, start, self._total_steps - start, self.pct_start)
+        self._set_peaks(opt, max_lr)
 
     def _apply(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super()._apply(trainer, pl_module)

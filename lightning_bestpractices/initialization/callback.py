@@ -117,7 +117,9 @@ class WeightInit(L.Callback):
             x = getattr(pl_module, "example_input_array", None)
         if x is None:
             try:
-                loader = trainer.fit_loop._data_source.dataloader()
+                from .._compat import train_dataloader
+
+                loader = train_dataloader(trainer)
                 x = self.batch_to_input(next(iter(loader)))
             except (AttributeError, StopIteration, TypeError, NotImplementedError) as err:
                 rank_zero_warn(f"WeightInit could not take a batch from the training dataloader: {err}")

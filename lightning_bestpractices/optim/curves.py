@@ -1,40 +1,130 @@
-"""The few LR curves torch lacks, as picklable ``LambdaLR`` factors plus one ``OneCycleLR`` subclass.
+"""LR curves: picklable closed-form factors ``f(t)`` of the optimizer step, resolved against a run's step count.
 
-Everything else in :mod:`~lightning_bestpractices.optim.schedules` is torch's own scheduler. These exist because:
+Every schedule of :mod:`~lightning_bestpractices.optim.schedules` is one of these curves driven by the package's
+:class:`~lightning_bestpractices.optim.schedule.Schedule`: group ``g`` gets ``lr = g["initial_lr"] * f(t)``, so
+the ratios between groups hold at every step and a group added later needs nothing but its own ``initial_lr``.
+Pure Python (no torch, no Lightning). Each curve says where it ends (``final``, a factor of the base LR) and, for
+1cycle, what the momentum is at each step (``momentum(t)``; ``None`` for curves that leave momentum alone).
 
-* :class:`CosineFactor` (cosine decay to a floor, used through ``torch.optim.lr_scheduler.LambdaLR``):
-  torch's ``CosineAnnealingLR`` takes one absolute ``eta_min`` for all parameter groups, so groups with LR
-  multipliers would all converge to the same floor and discriminative ratios break. A factor on ``base_lr`` keeps
-  ``lr_i(t) = base_lr_i * f(t)``, reaches the floor exactly at the decay's last step, and is closed form (no
-  drift from the recursive update). It equals ``CosineAnnealingLR(T_max=length - 1)`` for one group.
-* :class:`CosineWarmupFactor`: torch's ``LinearLR`` covers linear warmup; a half-cosine ramp has no torch class.
+Why closed form instead of torch's chainable schedulers: a closed form has no state to extend when a group joins
+and no drift to undo on resume, and it can be checked against torch step for step (the tests do). Where a curve
+differs from the torch class of the same name, on purpose:
+
+* :class:`CosineFactor`: torch's ``CosineAnnealingLR`` takes one absolute ``eta_min`` for all groups, so groups
+  with LR multipliers would converge to the same floor; a factor keeps ``lr_i(t) = base_i * f(t)``. It equals
+  ``CosineAnnealingLR(T_max=length - 1)`` for one group and reaches the floor exactly at the last step.
 * :class:`RestartsFactor`: torch's ``CosineAnnealingWarmRestarts`` restarts one step *before* reaching
-  ``eta_min`` (its cycle index runs ``0 .. T_i - 1``), so the last optimizer step never sees the configured
-  floor, and its ``eta_min`` is again one absolute value for all groups. Here every cycle ends exactly at the
-  floor and the cycles tile the decay window.
-* :class:`OneCycle`: torch's ``OneCycleLR`` (kept for momentum / beta1 cycling and its state handling) uses one
-  anneal shape for both phases and peaks at step ``pct_start * total - 1``; the seed's 1cycle (and Smith's) rises
-  linearly and anneals with a cosine, peaking at ``pct_start * (total - 1)``. This subclass allows a shape per
-  phase and puts the phase ends where the seed does, so the last step lands on ``min_lr``.
+  ``eta_min``; here every cycle ends exactly on the floor and the cycles tile the decay window.
+* :class:`OneCycleFactor`: torch's ``OneCycleLR`` uses one anneal shape for both phases and peaks at step
+  ``pct_start * total - 1``; the seed's 1cycle (and Smith's) rises linearly and anneals with a cosine, peaking at
+  ``pct_start * (total - 1)``, so the last step lands on the floor.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
-
-from torch.optim.lr_scheduler import OneCycleLR
 
 from lightning_bestpractices.errors import ArgumentError
 
-__all__ = ["CosineFactor", "CosineWarmupFactor", "RestartsFactor", "OneCycle"]
+__all__ = [
+    "Curve",
+    "Constant",
+    "LinearFactor",
+    "LinearWarmup",
+    "CosineFactor",
+    "CosineWarmupFactor",
+    "RestartsFactor",
+    "ExponentialFactor",
+    "StepFactor",
+    "MultiStepFactor",
+    "Warmup",
+    "OneCycleFactor",
+    "Offset",
+    "curve_from_dict",
+]
 
 
 def _cos_interp(start: float, end: float, pct: float) -> float:
     return end + (start - end) * (1.0 + math.cos(math.pi * pct)) / 2.0
 
 
-class CosineFactor:
+def _lin_interp(start: float, end: float, pct: float) -> float:
+    return start + (end - start) * pct
+
+
+class Curve:
+    """Base of every curve: ``f(t)`` (a factor of each group's base LR), ``final`` and ``momentum(t)``."""
+
+    final: float = 1.0
+
+    def __call__(self, t: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def momentum(self, t: int) -> float | None:
+        """Momentum (SGD) / beta1 (Adam family) at step ``t``; ``None``: leave the optimizer's value alone."""
+        return None
+
+    def to_dict(self) -> dict:
+        """Plain data (loads with ``torch.load(weights_only=True)``); :func:`curve_from_dict` inverts it."""
+        return {"curve": type(self).__name__, **{k: v.to_dict() if isinstance(v, Curve) else v
+                                                 for k, v in vars(self).items()}}  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Constant(Curve):
+    """``f(t) = 1``.
+
+    Example:
+        >>> Constant()(7)
+        1.0
+    """
+
+    def __call__(self, t: int) -> float:
+        return 1.0
+
+
+class LinearFactor(Curve):
+    """Straight line from 1 to ``final`` over ``length`` steps (torch's ``LinearLR(1, final, length - 1)``).
+
+    Example:
+        >>> [LinearFactor(3, final=0.5)(i) for i in range(4)]
+        [1.0, 0.75, 0.5, 0.5]
+    """
+
+    def __init__(self, length: int, final: float) -> None:
+        self.length, self.final = int(length), float(final)
+
+    def __call__(self, i: int) -> float:
+        if self.length <= 1 or i >= self.length - 1:
+            return self.final
+        return _lin_interp(1.0, self.final, i / (self.length - 1))
+
+
+class LinearWarmup(Curve):
+    """Linear rise from ``start`` to 1 over ``length`` steps (torch's ``LinearLR(start, 1, max(length-1, 1))``).
+
+    Example:
+        >>> [LinearWarmup(4, start=0.25)(t) for t in range(5)]
+        [0.25, 0.5, 0.75, 1.0, 1.0]
+    """
+
+    def __init__(self, length: int, start: float) -> None:
+        self.length, self.start = int(length), float(start)
+
+    def __call__(self, t: int) -> float:
+        span = max(self.length - 1, 1)
+        return _lin_interp(self.start, 1.0, min(t, span) / span)
+
+
+class CosineFactor(Curve):
     """``f(i)`` falls from 1 to ``final`` along a half cosine over ``length`` steps (``i = 0 .. length - 1``).
 
     Example:
@@ -53,7 +143,7 @@ class CosineFactor:
         return _cos_interp(1.0, self.final, i / (self.length - 1))
 
 
-class CosineWarmupFactor:
+class CosineWarmupFactor(Curve):
     """``f(t)`` rises from ``start`` to 1 along a half cosine over ``length`` steps, then stays at 1.
 
     Example:
@@ -72,7 +162,7 @@ class CosineWarmupFactor:
         return _cos_interp(self.start, 1.0, t / (self.length - 1))
 
 
-class RestartsFactor:
+class RestartsFactor(Curve):
     """Cosine cycles of the given lengths, each from 1 down to exactly ``final`` at its last step.
 
     Example:
@@ -108,92 +198,162 @@ class RestartsFactor:
         return lengths
 
 
-class OneCycle(OneCycleLR):
-    """torch's ``OneCycleLR`` with a shape per phase and the seed's phase ends (see the module docstring).
-
-    Args:
-        optimizer, max_lr, total_steps, div_factor, cycle_momentum, base_momentum, max_momentum: as in torch.
-        peak_step: the (possibly fractional) step index where the LR peaks; default ``pct_start * (total - 1)``.
-        min_lr: the LR of the last step (per group or one value); default ``max_lr / div_factor / 1e4``.
-        shapes: anneal shape of the rise and of the fall, each ``"linear"`` or ``"cos"``.
+class ExponentialFactor(Curve):
+    """``gamma ** i`` (torch's ``ExponentialLR``); ``final`` is its value at step ``length - 1``.
 
     Example:
-        >>> import torch
-        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0, momentum=0.9)
-        >>> sched = OneCycle(opt, max_lr=1.0, total_steps=5, peak_step=2, div_factor=10, min_lr=0.01)
-        >>> lrs = []
-        >>> for _ in range(5):
-        ...     lrs.append(round(opt.param_groups[0]["lr"], 4)); opt.step(); sched.step()
-        >>> lrs
-        [0.1, 0.55, 1.0, 0.505, 0.01]
+        >>> [ExponentialFactor(0.5, length=3)(i) for i in range(3)]
+        [1.0, 0.5, 0.25]
+    """
+
+    def __init__(self, gamma: float, length: int) -> None:
+        self.gamma, self.length = float(gamma), int(length)
+        self.final = self.gamma ** max(self.length - 1, 0)
+
+    def __call__(self, i: int) -> float:
+        return self.gamma**i
+
+
+class StepFactor(Curve):
+    """``gamma ** (i // size)`` (torch's ``StepLR``).
+
+    Example:
+        >>> [StepFactor(2, 0.5)(i) for i in range(5)]
+        [1.0, 1.0, 0.5, 0.5, 0.25]
+    """
+
+    def __init__(self, size: int, gamma: float) -> None:
+        self.size, self.gamma = int(size), float(gamma)
+
+    def __call__(self, i: int) -> float:
+        return self.gamma ** (i // self.size)
+
+
+class MultiStepFactor(Curve):
+    """``gamma ** (number of milestones <= i)`` (torch's ``MultiStepLR``).
+
+    Example:
+        >>> [MultiStepFactor([1, 3], 0.1)(i) for i in range(4)]
+        [1.0, 0.1, 0.1, 0.010000000000000002]
+    """
+
+    def __init__(self, milestones: Sequence[int], gamma: float) -> None:
+        self.milestones, self.gamma = sorted(int(m) for m in milestones), float(gamma)
+
+    def __call__(self, i: int) -> float:
+        return self.gamma ** bisect_right(self.milestones, i)
+
+
+class Warmup(Curve):
+    """``warmup(t)`` for the first ``steps`` steps, then ``decay(t - steps)`` (torch's ``SequentialLR`` of two).
+
+    Example:
+        >>> f = Warmup(2, LinearWarmup(2, 0.5), CosineFactor(3, 0.0))
+        >>> [f(t) for t in range(5)], f.final
+        ([0.5, 1.0, 1.0, 0.5, 0.0], 0.0)
+    """
+
+    def __init__(self, steps: int, warmup: Curve, decay: Curve) -> None:
+        self.steps, self.warmup, self.decay = int(steps), warmup, decay
+        self.final = decay.final
+
+    def __call__(self, t: int) -> float:
+        return self.warmup(t) if t < self.steps else self.decay(t - self.steps)
+
+    def momentum(self, t: int) -> float | None:
+        return self.warmup.momentum(t) if t < self.steps else self.decay.momentum(t - self.steps)
+
+
+class OneCycleFactor(Curve):
+    """1cycle: rise from ``1 / div_factor`` to 1 until ``peak`` (a possibly fractional step), fall to ``final`` at
+    step ``total - 1``; momentum (if ``momentum=(base, max)``) moves the opposite way, from max to base and back.
+
+    Args:
+        total: optimizer steps of the cycle, >= 2.
+        peak: step of the LR peak, in ``[0, total - 1)``.
+        div_factor: the first step's LR is the peak's divided by this.
+        final: factor of the last step.
+        shapes: anneal shape of the rise and of the fall, each ``"linear"`` or ``"cos"``.
+        momentum: ``(base_momentum, max_momentum)`` to cycle, or ``None``.
+
+    Example:
+        >>> f = OneCycleFactor(5, peak=2, div_factor=10, final=0.01, momentum=(0.85, 0.95))
+        >>> [round(f(t), 4) for t in range(5)], [round(f.momentum(t), 3) for t in (0, 2, 4)]
+        ([0.1, 0.55, 1.0, 0.505, 0.01], [0.95, 0.85, 0.95])
     """
 
     def __init__(
         self,
-        optimizer,
-        max_lr: float | list[float],
-        total_steps: int,
-        *,
-        peak_step: float | None = None,
-        pct_start: float = 0.3,
-        min_lr: float | list[float] | None = None,
+        total: int,
+        peak: float,
+        div_factor: float,
+        final: float,
         shapes: tuple[str, str] = ("linear", "cos"),
-        cycle_momentum: bool = True,
-        base_momentum: float = 0.85,
-        max_momentum: float = 0.95,
-        div_factor: float = 25.0,
-        last_epoch: int = -1,
+        momentum: tuple[float, float] | None = None,
     ) -> None:
-        if any(s not in ("linear", "cos") for s in shapes) or len(shapes) != 2:
+        if len(shapes) != 2 or any(s not in ("linear", "cos") for s in shapes):
             raise ArgumentError(f"`shapes` must be two of 'linear'/'cos', got {shapes!r}")
-        if total_steps < 2:
-            raise ArgumentError(f"1cycle needs at least 2 optimizer steps, got {total_steps!r}")
-        peak = pct_start * (total_steps - 1) if peak_step is None else float(peak_step)
-        if not 0.0 <= peak < total_steps - 1:
-            raise ArgumentError(f"the 1cycle peak must lie in [0, {total_steps - 1}), got step {peak:g}")
+        if total < 2:
+            raise ArgumentError(f"1cycle needs at least 2 optimizer steps, got {total!r}")
+        if not 0.0 <= peak < total - 1:
+            raise ArgumentError(f"the 1cycle peak must lie in [0, {total - 1}), got step {peak:g}")
+        self.total, self.peak, self.div_factor, self.final = int(total), float(peak), float(div_factor), float(final)
         self.shapes = tuple(shapes)
-        self.peak_step = peak
-        super().__init__(
-            optimizer, max_lr, total_steps=total_steps, pct_start=float(pct_start), cycle_momentum=cycle_momentum,
-            base_momentum=base_momentum, max_momentum=max_momentum, div_factor=div_factor, last_epoch=last_epoch,
-        )  # fmt: skip
-        self._schedule_phases[0]["end_step"] = peak
-        self._schedule_phases[1]["end_step"] = float(total_steps - 1)
-        if last_epoch == -1:
-            groups = self.optimizer.param_groups
-            mins = min_lr if isinstance(min_lr, (list, tuple)) else [min_lr] * len(groups)
-            for g, m in zip(groups, mins):
-                g["min_lr"] = g["initial_lr"] / 1e4 if m is None else float(m)
-            self._update_lr_now()
+        self.cycle = None if momentum is None else (float(momentum[0]), float(momentum[1]))
 
-    def _update_lr_now(self) -> None:
-        """Recompute step 0 with the patched phases (the parent's __init__ already took its first step)."""
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group["lr"] = lr
-        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+    def _phase(self, t: int) -> tuple[int, float]:
+        if t <= self.peak:
+            return 0, 1.0 if self.peak <= 0 else min(1.0, t / self.peak)
+        end = self.total - 1
+        return 1, min(1.0, (t - self.peak) / (end - self.peak))
 
-    def get_lr(self) -> list[float]:
-        step = self.last_epoch
-        out = []
-        for group in self.optimizer.param_groups:
-            start = 0.0
-            for i, phase in enumerate(self._schedule_phases):
-                end = phase["end_step"]
-                if step <= end or i == len(self._schedule_phases) - 1:
-                    pct = 1.0 if end <= start else min(1.0, (step - start) / (end - start))
-                    interp = _cos_interp if self.shapes[i] == "cos" else _lin_interp
-                    lr = interp(group[phase["start_lr"]], group[phase["end_lr"]], pct)
-                    if self.cycle_momentum:
-                        mom = interp(group[phase["start_momentum"]], group[phase["end_momentum"]], pct)
-                        if self.use_beta1:
-                            group["betas"] = (mom, *group["betas"][1:])
-                        else:
-                            group["momentum"] = mom
-                    break
-                start = end
-            out.append(lr)
-        return out
+    def __call__(self, t: int) -> float:
+        phase, pct = self._phase(t)
+        interp = _cos_interp if self.shapes[phase] == "cos" else _lin_interp
+        return interp(1.0 / self.div_factor, 1.0, pct) if phase == 0 else interp(1.0, self.final, pct)
+
+    def momentum(self, t: int) -> float | None:
+        if self.cycle is None:
+            return None
+        base, top = self.cycle
+        phase, pct = self._phase(t)
+        interp = _cos_interp if self.shapes[phase] == "cos" else _lin_interp
+        return interp(top, base, pct) if phase == 0 else interp(base, top, pct)
 
 
-def _lin_interp(start: float, end: float, pct: float) -> float:
-    return start + (end - start) * pct
+class Offset(Curve):
+    """``inner(t - start)`` from step ``start`` on (a curve that begins mid-run, e.g. a second 1cycle).
+
+    Example:
+        >>> f = Offset(3, LinearFactor(3, 0.0))
+        >>> [f(t) for t in range(3, 7)]
+        [1.0, 0.5, 0.0, 0.0]
+    """
+
+    def __init__(self, start: int, inner: Curve) -> None:
+        self.start, self.inner = int(start), inner
+        self.final = inner.final
+
+    def __call__(self, t: int) -> float:
+        return self.inner(max(t - self.start, 0))
+
+    def momentum(self, t: int) -> float | None:
+        return self.inner.momentum(max(t - self.start, 0))
+
+
+def curve_from_dict(state: dict) -> Curve:
+    """Rebuild a curve of this module from :meth:`Curve.to_dict`.
+
+    Example:
+        >>> f = Warmup(2, LinearWarmup(2, 0.5), CosineFactor(3, 0.1))
+        >>> curve_from_dict(f.to_dict()) == f
+        True
+    """
+    state = dict(state)
+    cls = globals().get(state.pop("curve"))
+    if not (isinstance(cls, type) and issubclass(cls, Curve)):
+        raise ArgumentError(f"unknown curve in a saved schedule: {state!r}")
+    obj = cls.__new__(cls)
+    for k, v in state.items():
+        setattr(obj, k, curve_from_dict(v) if isinstance(v, dict) and "curve" in v else v)
+    return obj

@@ -10,7 +10,7 @@ either pin old torch versions or come with CUDA extensions). The update, per par
     trust = ||p|| / ||u||   if ||p|| > 0 and ||u|| > 0 else 1      (optionally clipped to ``trust_clip``)
     p = p - lr * trust * u
 
-The step runs on whole lists of tensors with ``torch._foreach_*`` kernels and keeps the trust ratio as a tensor,
+The step runs on whole lists of tensors with ``torch._foreach_*`` kernels (through ``_compat.foreach``) and keeps the trust ratio as a tensor,
 so it never synchronises with the device (no ``.item()``).
 """
 
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from lightning_bestpractices._compat import foreach
 from lightning_bestpractices.errors import ArgumentError
 
 __all__ = ["Lamb"]
@@ -93,28 +94,28 @@ class Lamb(Optimizer):
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
             steps = [self.state[p]["step"] for p in params]  # per tensor: params may join a group later
-            torch._foreach_add_(steps, 1.0)
-            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-            bias1 = torch._foreach_pow(beta1, steps)  # beta ** t, then 1 - beta ** t
-            bias2 = torch._foreach_pow(beta2, steps)
+            foreach.add_(steps, 1.0)
+            foreach.lerp_(exp_avgs, grads, 1 - beta1)
+            foreach.mul_(exp_avg_sqs, beta2)
+            foreach.addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+            bias1 = foreach.pow(beta1, steps)  # beta ** t, then 1 - beta ** t
+            bias2 = foreach.pow(beta2, steps)
             for b in (bias1, bias2):
-                torch._foreach_neg_(b)
-                torch._foreach_add_(b, 1.0)
-            update = torch._foreach_div(exp_avg_sqs, bias2)
-            torch._foreach_sqrt_(update)
-            torch._foreach_add_(update, group["eps"])
-            torch._foreach_mul_(update, bias1)
-            update = torch._foreach_div(exp_avgs, update)  # m_hat / (sqrt(v_hat) + eps)
+                foreach.neg_(b)
+                foreach.add_(b, 1.0)
+            update = foreach.div(exp_avg_sqs, bias2)
+            foreach.sqrt_(update)
+            foreach.add_(update, group["eps"])
+            foreach.mul_(update, bias1)
+            update = foreach.div(exp_avgs, update)  # m_hat / (sqrt(v_hat) + eps)
             if group["weight_decay"] != 0:
-                torch._foreach_add_(update, params, alpha=group["weight_decay"])
+                foreach.add_(update, params, alpha=group["weight_decay"])
             # trust ratios of all tensors at once, as one tensor per device (no host sync)
             by_device: dict[torch.device, list[int]] = {}
             for i, p in enumerate(params):
                 by_device.setdefault(p.device, []).append(i)
-            p_norm = torch._foreach_norm(params)
-            u_norm = torch._foreach_norm(update)
+            p_norm = foreach.norm(params)
+            u_norm = foreach.norm(update)
             scale: list[torch.Tensor] = [None] * len(params)  # type: ignore[list-item]
             for idx in by_device.values():
                 pn = torch.stack([p_norm[i] for i in idx]).float()
@@ -124,6 +125,6 @@ class Lamb(Optimizer):
                     trust = trust.clamp(max=group["trust_clip"])
                 for i, t in zip(idx, (trust * -group["lr"]).unbind()):
                     scale[i] = t
-            torch._foreach_mul_(update, scale)
-            torch._foreach_add_(params, update)
+            foreach.mul_(update, scale)
+            foreach.add_(params, update)
         return loss

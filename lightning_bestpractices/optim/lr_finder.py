@@ -2,8 +2,8 @@
 
 Lightning's ``Tuner.lr_find`` sets *every* parameter group to the same LR during the sweep (its scheduler has one
 end LR), so discriminative LRs are lost, and it offers one rule (steepest descent on the raw index). This is an
-equivalent built from the same pieces -- a real ``Trainer`` run, an exponential ``LambdaLR`` sweep, early stop on
-divergence -- that adds:
+equivalent built from the same pieces -- a real ``Trainer`` run, an exponential sweep, early stop on divergence --
+that adds:
 
 * the sweep multiplies each group's base LR (``lr * lr_multiplier``) by the same factor, so ratios hold;
 * suggestions ``steepest`` (most negative slope of the smoothed loss against ``log10(lr)``), ``valley`` (middle of
@@ -12,13 +12,18 @@ divergence -- that adds:
 * a plot of loss against LR with the three suggestions, saved and logged through
   :func:`lightning_bestpractices._logging.log_figure` (W&B, TensorBoard or just the PNG);
 * the model (parameters and buffers) and the global RNG state are restored bit for bit afterwards, and the chosen
-  LR is written into the module's :class:`~lightning_bestpractices.optim.mixin.OptimConfig`.
+  LR is written into the module's :class:`~lightning_bestpractices.optim.mixin.OptimConfig` (and its saved
+  hyperparameters, so the logged config shows the LR that trains);
+* :class:`LRFinder`, the same as a callback of the user's own Trainer: the sweep runs once, on rank 0, in the
+  Trainer's precision, before the optimizer is built; the suggestion is broadcast to every rank, the plot goes to
+  the run (its folder and loggers), and the LR lands in the config the run logs.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,13 +32,11 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.core.optimizer import LRSchedulerConfig
 from lightning.pytorch.utilities import rank_zero_info
-from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_bestpractices.errors import ArgumentError
 
-__all__ = ["LRFindResult", "lr_find", "suggest_lr", "RULES"]
+__all__ = ["LRFindResult", "LRFinder", "RangeTest", "lr_find", "suggest_lr", "RULES"]
 
 RULES = ("steepest", "valley", "minimum/10")
 
@@ -100,6 +103,7 @@ class LRFindResult:
     suggestions: dict[str, float]
     rule: str
     group_lrs: list[list[float]] = field(default_factory=list)
+    precision: str | None = None  # the precision the sweep ran in
 
     @property
     def suggestion(self) -> float:
@@ -130,41 +134,46 @@ class LRFindResult:
         return fig
 
 
-class _Sweep:
-    """``LambdaLR`` factor for an exponential sweep from 1 to ``ratio`` over ``steps`` steps (picklable)."""
+class RangeTest(Callback):
+    """The sweep: before every optimizer step, every group's LR is its base LR times the sweep factor.
 
-    def __init__(self, ratio: float, steps: int) -> None:
-        self.ratio, self.steps = ratio, steps
+    The LR is set in ``on_before_optimizer_step`` (after the previous step's scheduler update), so it is the LR
+    the step uses whatever scheduler the module configured; an
+    :class:`~lightning_bestpractices.optim.mixin.OptimizerMixin` module builds no schedule while this callback is
+    in the Trainer.
+    """
 
-    def __call__(self, t: int) -> float:
-        return self.ratio ** (min(t, self.steps - 1) / max(self.steps - 1, 1))
-
-
-class _RangeTest(Callback):
     def __init__(self, min_lr: float, max_lr: float, steps: int, beta: float, diverge: float) -> None:
         self.min_lr, self.max_lr, self.steps, self.beta, self.diverge = min_lr, max_lr, steps, beta, diverge
         self.lrs: list[float] = []
         self.group_lrs: list[list[float]] = []
         self.losses: list[float] = []
         self._avg, self._best = 0.0, math.inf
+        self._ratios: list[float] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if len(trainer.optimizers) != 1:
             raise ArgumentError(f"lr_find needs exactly one optimizer, got {len(trainer.optimizers)}")
         opt = trainer.optimizers[0]
         ref = opt.param_groups[0]
-        ref_base = float(ref.get("lr_multiplier", 1.0))
-        for g in opt.param_groups:  # ratio from the multipliers (or the configured LRs when groups have none)
-            ratio = float(g["lr_multiplier"]) / ref_base if "lr_multiplier" in g else g["lr"] / ref["lr"]
-            g["lr"] = self.min_lr * ratio * ref_base
-            g.pop("initial_lr", None)
-        self._scale = ref_base
-        sweep = LambdaLR(opt, _Sweep(self.max_lr / self.min_lr, self.steps))
-        trainer.strategy.lr_scheduler_configs = [LRSchedulerConfig(sweep, interval="step")]
+        self._scale = float(ref.get("lr_multiplier", 1.0))
+        ref_lr = float(ref.get("initial_lr", ref["lr"]))
+        # ratio to a multiplier-1 group: from the multipliers (or the configured LRs when groups have none)
+        self._ratios = [
+            float(g["lr_multiplier"]) if "lr_multiplier" in g else self._scale * float(g.get("initial_lr", g["lr"])) / ref_lr
+            for g in opt.param_groups
+        ]
+
+    def factor(self, k: int) -> float:
+        """LR of a multiplier-1 group at sweep step ``k``: exponential from ``min_lr`` to ``max_lr``."""
+        return self.min_lr * (self.max_lr / self.min_lr) ** (min(k, self.steps - 1) / max(self.steps - 1, 1))
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        lr = self.factor(len(self.lrs))
+        for g, ratio in zip(optimizer.param_groups, self._ratios):
+            g["lr"] = lr * ratio
         self.group_lrs.append([float(g["lr"]) for g in optimizer.param_groups])
-        self.lrs.append(float(optimizer.param_groups[0]["lr"]) / self._scale)
+        self.lrs.append(lr)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if len(self.losses) >= len(self.lrs):  # accumulating: only count batches that stepped
@@ -196,6 +205,7 @@ def lr_find(
     apply: bool = True,
     log_to: L.Trainer | None = None,
     trainer_kwargs: dict[str, Any] | None = None,
+    trainer: L.Trainer | None = None,
 ) -> LRFindResult:
     """Sweep the LR exponentially from ``min_lr`` to ``max_lr`` in a short real ``Trainer`` run, then restore.
 
@@ -209,8 +219,10 @@ def lr_find(
         rule: which suggestion to apply: ``"steepest"``, ``"valley"`` or ``"minimum/10"``.
         smoothing: EMA factor of the loss, in [0, 1).
         apply: write the suggestion into ``model.optim`` (an ``OptimConfig``) as the new ``lr``.
-        log_to: a Trainer whose loggers receive the plot (default: the sweep's own Trainer and its loggers).
+        log_to: a Trainer whose loggers receive the plot (default: ``trainer``, else the sweep's own Trainer).
         trainer_kwargs: more ``Trainer`` arguments for the sweep (``devices``, ``precision``, ``logger`` ...).
+        trainer: the run the LR is for (not yet fitted): the sweep uses its precision, and the plot goes to its run
+            folder and loggers. The sweep's own files go to a temporary folder, never the working folder.
 
     Raises:
         lightning_bestpractices.errors.ArgumentError: bad range, step count, rule or smoothing; before anything runs.
@@ -230,20 +242,20 @@ def lr_find(
 
     state = copy.deepcopy(model.state_dict())
     rng = torch.get_rng_state()
-    had_flag = getattr(model, "_lbp_no_schedule", False)
-    sweep = _RangeTest(float(min_lr), float(max_lr), num_steps, smoothing, diverge)
+    sweep = RangeTest(float(min_lr), float(max_lr), num_steps, smoothing, diverge)
     kwargs: dict[str, Any] = dict(
         max_steps=num_steps, max_epochs=-1, num_sanity_val_steps=0, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=True,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
     )  # fmt: skip
+    if trainer is not None:
+        kwargs["precision"] = trainer.precision
     kwargs.update(trainer_kwargs or {})
+    kwargs.setdefault("default_root_dir", tempfile.mkdtemp(prefix="lr_find-"))
     kwargs["callbacks"] = [*list(kwargs.get("callbacks") or []), sweep]
-    trainer = L.Trainer(**kwargs)
+    sweeper = L.Trainer(**kwargs)
     try:
-        model._lbp_no_schedule = True
-        trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
+        sweeper.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
     finally:
-        model._lbp_no_schedule = had_flag
         model.load_state_dict(state)
         torch.set_rng_state(rng)
     n = len(sweep.losses)
@@ -251,17 +263,120 @@ def lr_find(
     smoothed = _smooth(losses, smoothing)
     skip = min(3, max(0, n // 10))
     suggestions = {r: suggest_lr(lrs, smoothed, r, skip_begin=skip, skip_end=1) for r in RULES}
-    result = LRFindResult(lrs, losses, smoothed.tolist(), suggestions, rule, sweep.group_lrs[:n])
+    result = LRFindResult(lrs, losses, smoothed.tolist(), suggestions, rule, sweep.group_lrs[:n], str(sweeper.precision))
     rank_zero_info(
         "LR range test: " + ", ".join(f"{k} {v:.3e}" for k, v in suggestions.items()) + f" -> using {rule}"
     )
     from lightning_bestpractices._logging import log_figure
 
-    target = log_to or trainer
+    target = log_to or trainer or sweeper
     if target.is_global_zero:
         log_figure(target, "lr_find", result.plot())
-    if apply and getattr(model, "optim", None) is not None:
-        from .mixin import OptimConfig
-
-        model.optim = OptimConfig.from_any(model.optim).with_lr(result.suggestion)
+    if apply:
+        apply_lr(model, result.suggestion)
     return result
+
+
+def apply_lr(model: L.LightningModule, lr: float) -> None:
+    """Write ``lr`` into the module's optim config and its saved hyperparameters (what the run logs)."""
+    from .mixin import OptimConfig
+
+    if getattr(model, "optim", None) is not None:
+        model.optim = OptimConfig.from_any(model.optim).with_lr(lr)
+    hparams = getattr(model, "hparams", None)
+    if hparams is not None and ("lr" in hparams or "optim" in hparams):
+        hparams = dict(hparams)
+        if hparams.get("lr") is not None:
+            hparams["lr"] = lr
+        optim = hparams.get("optim")
+        if isinstance(optim, dict):
+            hparams["optim"] = {**optim, "lr": lr}
+        elif "optim" in hparams:
+            hparams["optim"] = {"lr": lr} if optim is None else OptimConfig.from_any(optim).with_lr(lr)
+        model.save_hyperparameters(hparams)  # what Lightning logs at fit start is the saved (initial) copy
+
+
+class LRFinder(Callback):
+    """Run the LR range test inside the user's own ``Trainer.fit``, before its optimizer is built.
+
+    Arguments as :func:`lr_find`. At ``setup("fit")`` rank 0 sweeps a copy of the module in the Trainer's
+    precision (one process: the sweep needs no gradient sync; a ``WeightInit`` of the Trainer initialises the copy
+    first, as it will the model; layer groups frozen by a ``GradualUnfreezing`` listed before this callback stay
+    frozen, so the LR is the head phase's), the suggestion is broadcast to every rank and
+    written into the module's optim config and hyperparameters (and into the config a ``LightningCLI`` run logs),
+    then ``configure_optimizers`` builds the optimizer and schedule with it. The plot goes to the run folder and
+    its loggers. :attr:`result` holds the sweep on rank 0 (``None`` on the others); :attr:`lr` the LR on every rank.
+
+    Example:
+        >>> LRFinder(num_steps=50, rule="minimum/10").rule
+        'minimum/10'
+    """
+
+    def __init__(self, *, min_lr: float = 1e-7, max_lr: float = 1.0, num_steps: int = 100, rule: str = "valley",
+                 smoothing: float = 0.9, diverge: float = 4.0) -> None:  # fmt: skip
+        if rule not in RULES:
+            raise ArgumentError(f"`rule` must be one of {RULES}, got {rule!r}")
+        self.kwargs = dict(min_lr=min_lr, max_lr=max_lr, num_steps=num_steps, rule=rule, smoothing=smoothing,
+                           diverge=diverge)  # fmt: skip
+        self.rule = rule
+        self.result: LRFindResult | None = None
+        self.lr: float | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        lr = None
+        if trainer.is_global_zero:
+            copy_ = _detached_copy(pl_module)
+            # the loader the run will train on (a datamodule is not handed over: the sweep would re-attach it)
+            data = {"train_dataloaders": _loader(trainer)}
+            sweep = dict(accelerator="cpu" if trainer.strategy.root_device.type == "cpu" else "auto", devices=1,
+                         strategy="auto", callbacks=_model_preparers(trainer))  # fmt: skip
+            self.result = lr_find(copy_, **data, **self.kwargs, apply=False, trainer=trainer, trainer_kwargs=sweep)
+            lr = self.result.suggestion
+        self.lr = float(trainer.strategy.broadcast(lr, src=0))
+        apply_lr(pl_module, self.lr)
+        _update_logged_config(trainer, self.lr)
+
+
+def _model_preparers(trainer: L.Trainer) -> list[Callback]:
+    """Fresh copies of the callbacks that initialise the model at fit start (``WeightInit``): the sweep then
+    tunes the weights that will train, drawn from the same RNG state (the sweep restores it afterwards)."""
+    from lightning_bestpractices.initialization import WeightInit
+
+    out = []
+    for cb in trainer.callbacks:
+        if isinstance(cb, WeightInit) and not getattr(cb, "done", False):
+            out.append(copy.deepcopy(cb))
+    return out
+
+
+def _detached_copy(module: L.LightningModule) -> L.LightningModule:
+    trainer = module.trainer
+    module.trainer = None  # type: ignore[assignment]
+    try:
+        return copy.deepcopy(module)
+    finally:
+        module.trainer = trainer
+
+
+def _loader(trainer: L.Trainer) -> Any:
+    from lightning_bestpractices._compat import train_dataloader
+
+    return train_dataloader(trainer)
+
+
+def _update_logged_config(trainer: L.Trainer, lr: float) -> None:
+    """A LightningCLI run logs its parsed config at setup; make its LR the one that trains."""
+    from lightning.pytorch.cli import SaveConfigCallback
+
+    for cb in trainer.callbacks:
+        config = getattr(cb, "config", None) if isinstance(cb, SaveConfigCallback) else None
+        if config is None:
+            continue
+        for key in ("model.optim.lr", "model.lr"):
+            try:
+                if config.get(key) is not None or key == "model.optim.lr" and config.get("model.optim") is not None:
+                    config[key] = lr
+            except (KeyError, TypeError, AttributeError):
+                continue

@@ -29,7 +29,8 @@ from torch import nn
 from lightning_bestpractices.errors import ArgumentError
 
 from .factory import create_optimizer
-from .schedules import ScheduleSpec, build_scheduler, fast_forward
+from .schedule import Schedule
+from .schedules import ScheduleSpec, _has_momentum, build_scheduler, check_final_lr, resolve_curve
 from .steps import StepPlan, count_optimizer_steps, plan_from_trainer
 
 __all__ = ["OptimConfig", "OptimizerMixin", "configure_from_config"]
@@ -83,6 +84,8 @@ class OptimConfig:
             if not mult > 0:
                 raise ArgumentError(f"`lr_multipliers[{prefix!r}]` must be > 0, got {mult!r}")
         self.schedule = ScheduleSpec.from_any(self.schedule)
+        if self.schedule is not None:
+            check_final_lr(self.schedule, self.lr)
 
     @classmethod
     def from_any(cls, config: OptimConfig | dict[str, Any] | None) -> OptimConfig:
@@ -98,8 +101,12 @@ class OptimConfig:
         raise ArgumentError(f"`optim` must be an OptimConfig or a mapping, got {config!r}")
 
     def with_lr(self, lr: float) -> OptimConfig:
-        """A copy with another base LR (e.g. the LR finder's suggestion); ``final_lr`` keeps its value."""
-        return dataclasses.replace(self, lr=float(lr))
+        """A copy with another base LR (e.g. the LR finder's suggestion); ``final_lr`` keeps its value unless it
+        would lie above the new LR (then it is lowered to it)."""
+        spec = self.schedule
+        if isinstance(spec, ScheduleSpec) and spec.final_lr is not None and spec.final_lr > lr:
+            spec = dataclasses.replace(spec, final_lr=float(lr))
+        return dataclasses.replace(self, lr=float(lr), schedule=spec)
 
 
 def configure_from_config(
@@ -137,8 +144,8 @@ class OptimizerMixin:
     optim: OptimConfig | dict[str, Any] | None
     _lbp_plan: StepPlan | None = None
     _lbp_epoch_starts: list[int] | None = None
-    _lbp_no_schedule: bool = False  # set by the LR finder: optimizer only
     _lbp_plateau_metric: float | None = None
+    _lbp_plateau_epoch: int | None = None
 
     def optim_config(self) -> OptimConfig:
         config = OptimConfig.from_any(getattr(self, "optim", None))
@@ -148,7 +155,7 @@ class OptimizerMixin:
     def configure_optimizers(self) -> Any:
         config = self.optim_config()
         trainer = self._trainer_or_none()
-        if self._lbp_no_schedule:
+        if trainer is not None and _sweeping(trainer):  # the LR finder's sweep drives the LR: optimizer only
             trainer = None
         opt, configs, plan = configure_from_config(self, config, trainer)  # type: ignore[arg-type]
         self._lbp_plan = plan
@@ -196,27 +203,13 @@ class OptimizerMixin:
         self._rebuild(trainer, config, plan, step)
 
     def _rebuild(self, trainer: L.Trainer, config: OptimConfig, plan: StepPlan, step: int) -> None:
-        from torch.optim.lr_scheduler import ReduceLROnPlateau
-
-        scheduler_configs = trainer.strategy.lr_scheduler_configs
-        optimizer = trainer.strategy.optimizers[0]
-        keep = {
-            id(c.scheduler): c.scheduler
-            for c in scheduler_configs
-            if isinstance(c.scheduler, ReduceLROnPlateau)
-        }
-        current = [g["lr"] for g in optimizer.param_groups]
-        fresh = build_scheduler(optimizer, config.schedule, plan, lr=config.lr)  # type: ignore[arg-type]
-        step_scheds = [c["scheduler"] for c in fresh if c["interval"] == "step"]
-        fast_forward(step_scheds, step)
-        for old, new in zip(scheduler_configs, fresh):
-            if isinstance(old.scheduler, ReduceLROnPlateau):
-                for g, lr in zip(optimizer.param_groups, current):  # plateau owns the LR: keep where it was
-                    g["lr"] = lr
-                new_sched = keep[id(old.scheduler)]
-            else:
-                new_sched = new["scheduler"]
-            old.scheduler = new_sched
+        """Re-resolve the schedule's curve for the new step count; the scheduler, its step and state stay."""
+        schedules = {id(c.scheduler): c.scheduler for c in trainer.lr_scheduler_configs}
+        for sched in schedules.values():
+            if isinstance(sched, Schedule):
+                momentum = _has_momentum(sched.optimizer)
+                sched.curve, _ = resolve_curve(config.schedule, plan, config.lr, momentum=momentum)  # type: ignore[arg-type]
+                sched.refresh()
         self._lbp_plan = plan
 
     def _catch_up_plateau(self, trainer: L.Trainer) -> None:
@@ -226,15 +219,12 @@ class OptimizerMixin:
         ``ModelCheckpoint`` saves, and skips that step on restart; the resumed run would keep the LR from before the
         last reduction. The monitored value is kept in the checkpoint, so the missed step is taken here.
         """
-        from torch.optim.lr_scheduler import ReduceLROnPlateau
-
-        if self._lbp_plateau_metric is None:
+        if self._lbp_plateau_metric is None or self._lbp_plateau_epoch != trainer.current_epoch - 1:
             return
         for c in trainer.lr_scheduler_configs:
             s = c.scheduler
-            if isinstance(s, ReduceLROnPlateau) and c.interval == "epoch" and c.frequency == 1:
-                if s.last_epoch == trainer.current_epoch - 1:
-                    s.step(self._lbp_plateau_metric)
+            if isinstance(s, Schedule) and s.plateau is not None and c.reduce_on_plateau and c.frequency == 1:
+                s.step(self._lbp_plateau_metric)
 
     def on_validation_end(self) -> None:
         """Plateau: fail before training if the sanity check logged metrics but not ``monitor``."""
@@ -262,6 +252,7 @@ class OptimizerMixin:
         if trainer is not None and spec is not None and spec.name == "plateau":
             value = trainer.callback_metrics.get(spec.monitor)  # type: ignore[arg-type]
             state["plateau_metric"] = None if value is None else float(value)
+            state["plateau_epoch"] = int(trainer.current_epoch)
         checkpoint[_CKPT_KEY] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -270,6 +261,13 @@ class OptimizerMixin:
         if state is not None:
             self._lbp_epoch_starts = list(state["epoch_starts"])
             self._lbp_plateau_metric = state.get("plateau_metric")
+            self._lbp_plateau_epoch = state.get("plateau_epoch")
+
+
+def _sweeping(trainer: L.Trainer) -> bool:
+    from .lr_finder import RangeTest
+
+    return any(isinstance(cb, RangeTest) for cb in trainer.callbacks)
 
 
 def _acc(trainer: L.Trainer) -> Any:

@@ -1,13 +1,13 @@
-"""Schedule specs: a small declarative description, built into torch schedulers against the real step count.
+"""Schedule specs: a small declarative description, resolved into a curve against the real step count.
 
 A :class:`ScheduleSpec` says *what* (``cosine`` with ``warmup="5%"`` down to ``final_lr=1e-5``); durations are
 optimizer steps, epochs or fractions of training (:func:`~lightning_bestpractices.optim.steps.parse_duration`).
-:func:`build_scheduler` turns it into torch scheduler objects once the :class:`StepPlan` of the run is known, so
-``LR at the last optimizer step == the configured final value`` holds under DDP, accumulation, ``drop_last``,
-``max_steps`` and resume.
+:func:`resolve_curve` turns it into a closed-form curve (:mod:`~lightning_bestpractices.optim.curves`) once the
+:class:`StepPlan` of the run is known, and :func:`build_scheduler` attaches the package's one scheduler
+(:class:`~lightning_bestpractices.optim.schedule.Schedule`) with that curve, so ``LR at the last optimizer step ==
+the configured final value`` holds under DDP, accumulation, ``drop_last``, ``max_steps`` and resume.
 
-Which torch class each name becomes (warmup, if any, is torch's ``LinearLR`` -- or a cosine ``LambdaLR`` -- joined
-to the decay with ``SequentialLR``):
+Each name, and the torch class it equals step for step (the tests check it):
 
 ==============  =============================================================================================
 ``constant``    ``ConstantLR(factor=1)``
@@ -15,37 +15,33 @@ to the decay with ``SequentialLR``):
 ``multistep``   ``MultiStepLR``
 ``exponential`` ``ExponentialLR`` (``gamma`` derived from ``final_lr`` when not given)
 ``linear``      ``LinearLR`` from 1 to ``final_lr / lr``
-``cosine``      ``LambdaLR(CosineFactor)`` -- matches ``CosineAnnealingLR``, keeps group ratios with a floor
-``restarts``    ``LambdaLR(RestartsFactor)`` -- cosine cycles that end exactly on the floor
-``onecycle``    :class:`~lightning_bestpractices.optim.curves.OneCycle` (torch's ``OneCycleLR``, seed shape)
-``plateau``     ``ReduceLROnPlateau`` with per-group ``min_lr`` (stepped per epoch on ``monitor``)
+``cosine``      ``CosineAnnealingLR`` with the floor as a factor (so group ratios hold)
+``restarts``    cosine cycles that end exactly on the floor (``CosineAnnealingWarmRestarts`` stops one short)
+``onecycle``    the seed's 1cycle (linear rise, cosine fall, momentum / beta1 cycled inversely)
+``plateau``     ``ReduceLROnPlateau`` with a per-group floor (``step(metric)`` once per epoch on ``monitor``)
 ==============  =============================================================================================
+
+Warmup (torch's ``LinearLR``, or a half cosine) precedes the decay as ``SequentialLR`` would join them.
 
 Group multipliers: every curve is a factor applied to each group's base LR (``lr * lr_multiplier``); floors
 (``final_lr``, plateau ``min_lr``) are scaled by the multiplier too, so the ratios between groups hold at every step.
-
-Adding a parameter group mid-training (gradual unfreezing): use
-:func:`lightning_bestpractices.finetuning.add_param_group`, which extends every per-group list of the attached
-schedulers (``base_lrs``, ``LambdaLR.lr_lambdas``, ``SequentialLR`` children, ``OneCycleLR``'s group keys).
-Nothing more is needed here: the factor objects (:mod:`~lightning_bestpractices.optim.curves`) hold no per-group
-state, so the new group's entry in ``lr_lambdas`` can be the same object as the others'. Give the new group an
-``lr_multiplier`` key if it should be rebuilt correctly on a resume with a changed step count.
+A group added mid-training needs only its base LR in its param group (see
+:mod:`~lightning_bestpractices.optim.schedule`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch.optim import Optimizer
-from torch.optim import lr_scheduler as sched
 
 from lightning_bestpractices.errors import ArgumentError
 
-from .curves import CosineFactor, CosineWarmupFactor, OneCycle, RestartsFactor
+from . import curves as C
+from .schedule import Plateau, Schedule
 from .steps import Duration, DurationLike, StepPlan, parse_duration
 
 __all__ = [
@@ -53,6 +49,7 @@ __all__ = [
     "ScheduleSpec",
     "list_schedules",
     "build_scheduler",
+    "resolve_curve",
     "base_lrs_of",
     "fast_forward",
 ]
@@ -196,14 +193,79 @@ def base_lrs_of(optimizer: Optimizer, lr: float | None = None) -> list[float]:
     return [float(lr) * float(g.get("lr_multiplier", 1.0)) for g in optimizer.param_groups]
 
 
+def check_final_lr(spec: ScheduleSpec, lr: float) -> None:
+    """``final_lr`` above the peak ``lr`` makes a decaying schedule climb; refuse it, naming both values."""
+    if spec.final_lr is None or spec.name in ("constant", "step", "multistep"):
+        return
+    if float(spec.final_lr) > float(lr):
+        what = "floor" if spec.name == "plateau" else "last-step LR"
+        raise ArgumentError(
+            f"`final_lr` ({spec.final_lr!r}, the {what} of schedule {spec.name!r}) must not be above the peak "
+            f"`lr` ({lr!r})"
+        )
+
+
+def resolve_curve(spec: ScheduleSpec | dict[str, Any] | str, plan: StepPlan, lr: float, *, momentum: bool = False):
+    """The curve of ``spec`` for a run of ``plan`` (factors of the base LR ``lr`` of a multiplier-1 group).
+
+    ``momentum``: whether the optimizer has momentum / beta1 (1cycle cycles it then). Returns ``(curve,
+    plateau)``, ``plateau`` a fresh :class:`~lightning_bestpractices.optim.schedule.Plateau` or ``None``.
+
+    Raises:
+        lightning_bestpractices.errors.ArgumentError: warmup not shorter than training, durations longer than training, ``final_lr`` above ``lr``.
+
+    Example:
+        >>> from lightning_bestpractices.optim import count_optimizer_steps
+        >>> curve, _ = resolve_curve({"name": "cosine", "warmup": 2, "final_lr": 0.01}, count_optimizer_steps(6, 1), 0.1)
+        >>> [round(curve(t), 4) for t in range(6)]
+        [0.5, 1.0, 1.0, 0.775, 0.325, 0.1]
+    """
+    spec = ScheduleSpec.from_any(spec)
+    assert spec is not None
+    total = plan.total
+    if total < 1:
+        raise ArgumentError(f"training has no optimizer steps ({plan.steps_per_epoch}); nothing to schedule")
+    warm = spec.warmup.resolve(plan, name="warmup") if isinstance(spec.warmup, Duration) else 0
+    if warm and warm >= total:
+        raise ArgumentError(
+            f"`warmup` ({spec.warmup} = {warm} optimizer steps) must be shorter than training ({total} steps)"
+        )
+    ref = float(lr)
+    if spec.final_lr is not None and ref <= 0:
+        raise ArgumentError(f"`final_lr` needs a base `lr` > 0, got {ref!r}")
+    check_final_lr(spec, ref)
+    final = 0.0 if spec.final_lr is None else float(spec.final_lr)
+    r = final / ref if ref > 0 else 0.0
+    length = total - warm  # steps of the decay phase, >= 1
+
+    if spec.name == "onecycle":
+        r = 1.0 / spec.div_factor / 1e4 if spec.final_lr is None else r
+        peak = float(warm) if warm else spec.pct_start * (max(total, 2) - 1)
+        cycle = (spec.base_momentum, spec.max_momentum) if spec.cycle_momentum and momentum else None
+        shapes = ("linear" if spec.warmup_shape == "linear" else "cos", "cos")
+        return C.OneCycleFactor(max(total, 2), peak, spec.div_factor, r, shapes, cycle), None
+    if spec.name == "plateau":
+        plateau = Plateau(mode=spec.mode, factor=spec.factor, patience=spec.patience, threshold=spec.threshold,
+                          cooldown=spec.cooldown, floor=r)  # fmt: skip
+        curve: C.Curve = C.Constant()
+        if warm:
+            curve = C.Warmup(warm, _warmup(spec, warm), curve)
+        curve.final = r
+        return curve, plateau
+    decay = _decay(spec, plan, warm, length, r)
+    return (C.Warmup(warm, _warmup(spec, warm), decay) if warm else decay), None
+
+
 def build_scheduler(
     optimizer: Optimizer, spec: ScheduleSpec | dict[str, Any] | str, plan: StepPlan, lr: float | None = None
 ) -> list[dict[str, Any]]:
-    """Build the schedulers of ``spec`` for a run of ``plan.total`` optimizer steps.
+    """The package's :class:`~lightning_bestpractices.optim.schedule.Schedule` for ``spec`` over ``plan.total``
+    optimizer steps, as Lightning scheduler configs.
 
-    Sets every group's LR to its base (``lr * lr_multiplier``, see :func:`base_lrs_of`) first, so the result does
-    not depend on what earlier schedulers left in the optimizer. Returns Lightning scheduler configs
-    (``{"scheduler", "interval", "frequency", "name"[, "monitor"]}``), one -- or two for plateau with warmup.
+    Sets every group's base LR (``initial_lr``) to ``lr * lr_multiplier`` (see :func:`base_lrs_of`) first, so the
+    result does not depend on what earlier schedulers left in the optimizer. Returns one config
+    (``{"scheduler", "interval": "step", "frequency", "name"}``); plateau adds a second, per-epoch config on
+    ``monitor`` for the same scheduler (``reduce_on_plateau``), which steps it with the metric.
 
     Raises:
         lightning_bestpractices.errors.ArgumentError: warmup not shorter than training, durations longer than training, inconsistent options.
@@ -225,57 +287,25 @@ def build_scheduler(
     bases = base_lrs_of(optimizer, lr)
     if any(b < 0 for b in bases):
         raise ArgumentError(f"`lr` must be >= 0, got base LRs {bases}")
+    ref = bases[0] if lr is None else float(lr)
+    curve, plateau = resolve_curve(spec, plan, ref, momentum=_has_momentum(optimizer))
     for g, b in zip(optimizer.param_groups, bases):
         g["lr"] = b
-        g.pop("initial_lr", None)
-    ref = bases[0] if lr is None else float(lr)
-    ratio = [b / ref if ref > 0 else 1.0 for b in bases]
-    total = plan.total
-    if total < 1:
-        raise ArgumentError(f"training has no optimizer steps ({plan.steps_per_epoch}); nothing to schedule")
-    warm = spec.warmup.resolve(plan, name="warmup") if isinstance(spec.warmup, Duration) else 0
-    if warm and warm >= total:
-        raise ArgumentError(
-            f"`warmup` ({spec.warmup} = {warm} optimizer steps) must be shorter than training ({total} steps)"
-        )
-    final = 0.0 if spec.final_lr is None else float(spec.final_lr)
-    if spec.final_lr is not None and ref <= 0:
-        raise ArgumentError(f"`final_lr` needs a base `lr` > 0, got {ref!r}")
-    r = final / ref if ref > 0 else 0.0
-    length = total - warm  # steps of the decay phase, >= 1
-
-    if spec.name == "onecycle":
-        min_lr = None if spec.final_lr is None else [final * q for q in ratio]
-        peak = float(warm) if warm else None
-        scheduler = OneCycle(
-            optimizer, max_lr=bases, total_steps=max(total, 2), peak_step=peak, pct_start=spec.pct_start,
-            min_lr=min_lr, shapes=("linear" if spec.warmup_shape == "linear" else "cos", "cos"),
-            cycle_momentum=spec.cycle_momentum and _has_momentum(optimizer), base_momentum=spec.base_momentum,
-            max_momentum=spec.max_momentum, div_factor=spec.div_factor,
-        )  # fmt: skip
-        return [_config(scheduler, "step", spec.name)]
-    if spec.name == "plateau":
-        plateau = sched.ReduceLROnPlateau(
-            optimizer, mode=spec.mode, factor=spec.factor, patience=spec.patience, threshold=spec.threshold,
-            cooldown=spec.cooldown, min_lr=[final * q for q in ratio],
-        )  # fmt: skip
-        configs = [{**_config(plateau, "epoch", spec.name), "monitor": spec.monitor, "strict": True}]
-        if warm:
-            configs.insert(0, _config(_warmup(optimizer, spec, warm), "step", "warmup"))
-        return configs
-
-    decay = _decay(optimizer, spec, plan, warm, length, r)
-    if not warm:
-        return [_config(decay, "step", spec.name)]
-    warmup = _warmup(optimizer, spec, warm)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        seq = sched.SequentialLR(optimizer, [warmup, decay], milestones=[warm])
-    return [_config(seq, "step", spec.name)]
+        g["initial_lr"] = b
+        g.pop("min_lr", None)
+    scheduler = Schedule(optimizer, curve, plateau=plateau)
+    configs = [{"scheduler": scheduler, "interval": "step", "frequency": 1, "name": None}]
+    if plateau is not None:
+        configs.append({"scheduler": scheduler, "interval": "epoch", "frequency": 1, "name": None,
+                        "monitor": spec.monitor, "strict": True, "reduce_on_plateau": True})  # fmt: skip
+        if not warm_of(spec, plan):
+            configs = configs[1:]
+    return configs
 
 
-def _config(scheduler: Any, interval: str, name: str) -> dict[str, Any]:
-    return {"scheduler": scheduler, "interval": interval, "frequency": 1, "name": f"lr-{name}"}
+def warm_of(spec: ScheduleSpec, plan: StepPlan) -> int:
+    """Warmup length of ``spec`` in optimizer steps of ``plan`` (0 without warmup)."""
+    return spec.warmup.resolve(plan, name="warmup") if isinstance(spec.warmup, Duration) else 0
 
 
 def _has_momentum(optimizer: Optimizer) -> bool:
@@ -284,40 +314,29 @@ def _has_momentum(optimizer: Optimizer) -> bool:
     return bool(optimizer.defaults.get("momentum", 0))
 
 
-def _warmup(optimizer: Optimizer, spec: ScheduleSpec, warm: int) -> sched.LRScheduler:
+def _warmup(spec: ScheduleSpec, warm: int) -> C.Curve:
     if spec.warmup_shape == "cosine":
-        start = 0.0 if spec.warmup_start is None else spec.warmup_start
-        return sched.LambdaLR(optimizer, CosineWarmupFactor(warm, start))
+        return C.CosineWarmupFactor(warm, 0.0 if spec.warmup_start is None else spec.warmup_start)
     start = 1.0 / warm if spec.warmup_start is None else spec.warmup_start
-    return sched.LinearLR(
-        optimizer, start_factor=max(start, 1e-12), end_factor=1.0, total_iters=max(warm - 1, 1)
-    )
+    return C.LinearWarmup(warm, max(start, 1e-12))
 
 
-def _decay(
-    optimizer: Optimizer, spec: ScheduleSpec, plan: StepPlan, warm: int, length: int, r: float
-) -> sched.LRScheduler:
+def _decay(spec: ScheduleSpec, plan: StepPlan, warm: int, length: int, r: float) -> C.Curve:
     gamma = 0.1 if spec.gamma is None else spec.gamma
     if spec.name == "constant":
-        return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        return C.Constant()
     if spec.name == "cosine":
-        return sched.LambdaLR(optimizer, CosineFactor(length, r))
+        return C.CosineFactor(length, r)
     if spec.name == "restarts":
-        return sched.LambdaLR(
-            optimizer, RestartsFactor(RestartsFactor.tile(length, spec.cycles, spec.cycle_mult), r)
-        )
+        return C.RestartsFactor(C.RestartsFactor.tile(length, spec.cycles, spec.cycle_mult), r)
     if spec.name == "linear":
-        if r > 1:
-            raise ArgumentError(f"schedule 'linear' decays: `final_lr` must be <= lr, got ratio {r:g}")
-        if length == 1:
-            return sched.LambdaLR(optimizer, CosineFactor(1, r))
-        return sched.LinearLR(optimizer, start_factor=1.0, end_factor=r, total_iters=length - 1)
+        return C.LinearFactor(length, r)
     if spec.name == "exponential":
         if spec.gamma is None:
             if r <= 0:
                 raise ArgumentError("schedule 'exponential' needs `gamma`, or `final_lr` > 0")
             gamma = r ** (1.0 / (length - 1)) if length > 1 else 1.0
-        return sched.ExponentialLR(optimizer, gamma=gamma)
+        return C.ExponentialFactor(gamma, length)
     if spec.name == "step":
         every = spec.every
         assert isinstance(every, Duration)
@@ -326,13 +345,11 @@ def _decay(
             while k * every.value < plan.epochs:
                 marks.append(plan.epoch_to_step(k * every.value, name="every") - warm)
                 k += 1
-            return sched.MultiStepLR(
-                optimizer, milestones=[m for m in marks if m > 0] or [length + 1], gamma=gamma
-            )
+            return C.MultiStepFactor([m for m in marks if m > 0] or [length + 1], gamma)
         size = every.resolve(plan, name="every")
         if size < 1:
             raise ArgumentError(f"`every` resolves to {size} optimizer steps; it must be >= 1")
-        return sched.StepLR(optimizer, step_size=size, gamma=gamma)
+        return C.StepFactor(size, gamma)
     if spec.name == "multistep":
         steps = [m.resolve(plan, name="milestones") for m in spec.milestones or ()]
         for m, s in zip(spec.milestones or (), steps):
@@ -341,14 +358,12 @@ def _decay(
                     f"`milestones` entry {m} (= step {s}) must fall after warmup ({warm} steps) and before the "
                     f"end of training ({plan.total} steps)"
                 )
-        return sched.MultiStepLR(optimizer, milestones=sorted(s - warm for s in steps), gamma=gamma)
+        return C.MultiStepFactor([s - warm for s in steps], gamma)
     raise AssertionError(spec.name)
 
 
 def fast_forward(schedulers: Sequence[Any], steps: int) -> None:
     """Step freshly built (step-interval) schedulers ``steps`` times without training, e.g. to rejoin a resumed run."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for s in schedulers:
-            for _ in range(steps):
-                s.step()
+    for s in schedulers:
+        for _ in range(steps):
+            s.step()

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from lightning_bestpractices._compat import foreach_add_, foreach_sign
 from lightning_bestpractices.errors import ArgumentError
 
 __all__ = ["check_penalty_args", "decay_parameters", "weight_penalty", "add_penalty_grad_"]
@@ -95,24 +96,7 @@ def add_penalty_grad_(params: Sequence[Tensor], strength: float, l1_ratio: float
     weights = [p.detach() for p, _ in pairs]
     grads = [g for _, g in pairs]
     if l1_ratio > 0:
-        _compat_foreach_add_(grads, _compat_foreach_sign(weights), alpha=strength * l1_ratio)
+        foreach_add_(grads, foreach_sign(weights), alpha=strength * l1_ratio)
     if l1_ratio < 1:
-        _compat_foreach_add_(grads, weights, alpha=2.0 * strength * (1 - l1_ratio))
+        foreach_add_(grads, weights, alpha=2.0 * strength * (1 - l1_ratio))
     return len(pairs)
-
-
-def _compat_foreach_sign(tensors: list[Tensor]) -> list[Tensor]:
-    """``torch._foreach_sign`` (the fused multi-tensor kernel torch's optimizers use), else a plain loop."""
-    fn = getattr(torch, "_foreach_sign", None)
-    return list(fn(tensors)) if fn is not None else [t.sign() for t in tensors]
-
-
-def _compat_foreach_add_(tensors: list[Tensor], others: list[Tensor], alpha: float) -> None:
-    """``torch._foreach_add_(tensors, others, alpha=alpha)``, else a plain loop; dtypes of grad and weight may
-    differ (a bf16 grad of an fp32 weight), so mixed pairs go through the loop."""
-    fn = getattr(torch, "_foreach_add_", None)
-    if fn is not None and all(t.dtype == o.dtype and t.device == o.device for t, o in zip(tensors, others)):
-        fn(tensors, others, alpha=alpha)
-        return
-    for t, o in zip(tensors, others):
-        t.add_(o.to(t.dtype), alpha=alpha)

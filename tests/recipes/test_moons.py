@@ -41,14 +41,18 @@ def test_moons_recipe_matrix(mode, tmp_path):
     # metrics logged per epoch, the LR logged at every optimizer step
     world = 2 if mode == "ddp" else 1
     steps_per_epoch = math.ceil(math.ceil(800 / world) / 32)
-    lrs = run.values("lr-AdamW")
+    lrs = run.values("lr-AdamW/decay")
     assert len(lrs) == 100 * steps_per_epoch
     assert lrs[0] == pytest.approx(0.01) and lrs[-1] < 1e-4, "cosine from 0.01 towards 0 over the run"
+    # the seed's AdamW weight decay on the Linear weights only: none on BatchNorm weights and biases
+    assert set(run.values("lr-AdamW/decay-weight_decay")) == {0.01}
+    assert set(run.values("lr-AdamW/no_decay-weight_decay")) == {0.0}
+    assert run.values("lr-AdamW/no_decay") == lrs
     for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
         assert len(run.values(key)) == 100, key
 
     # the full config is the run's config
-    assert run.config["model"]["lr"] == 0.01
+    assert run.config["model"]["optim"]["lr"] == 0.01 and run.config["model"]["optim"]["weight_decay"] == 0.01
     assert run.config["model"]["net"]["init_args"]["hidden"] == [64, 32]
     assert run.config["data"]["n_train"] == 800
     if mode == "bf16":
@@ -69,13 +73,13 @@ def test_print_config_round_trip_reproduces_the_run(tmp_path):
     short = ["--trainer.max_epochs=4", *QUIET]
     printed = run_python([RECIPE, "fit", *short, "--print_config"], tmp_path).stdout
     config = yaml.safe_load(printed)
-    assert config["model"]["lr"] == 0.01 and config["trainer"]["max_epochs"] == 4
+    assert config["model"]["optim"]["lr"] == 0.01 and config["trainer"]["max_epochs"] == 4
     (tmp_path / "printed.yaml").write_text(printed)
 
     run_python([RECIPE, "fit", *short], tmp_path / "a" if (tmp_path / "a").mkdir() is None else None)
     run_python([RECIPE, "fit", "--config", tmp_path / "printed.yaml"],
                tmp_path / "b" if (tmp_path / "b").mkdir() is None else None)
     a, b = (read_offline_run(find_offline_runs(tmp_path / d / "runs")[0], wait=120) for d in ("a", "b"))
-    for key in ("val/loss", "val/acc", "train/loss", "lr-AdamW"):
+    for key in ("val/loss", "val/acc", "train/loss", "lr-AdamW/decay"):
         assert a.values(key) == b.values(key), key
     assert len(a.values("val/loss")) == 4
