@@ -20,6 +20,11 @@ import torch
 # Launched scripts get the same through OMP_NUM_THREADS in `subprocess_env`.
 torch.set_num_threads(1)
 
+# The tests never go online, whatever the shell says: W&B reads its mode once, when its process-wide settings are
+# first made (by whichever test touches W&B first), so a run-level `offline=True` later does not always win.
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
