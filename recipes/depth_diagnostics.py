@@ -22,8 +22,8 @@ import torch
 
 from lightning_bestpractices._logging import format_table
 from lightning_bestpractices.data import DigitsDataModule
-from lightning_bestpractices.diagnostics import depth_statistics, plot_depth
 from lightning_bestpractices.initialization import WeightInit, init_weights
+from lightning_bestpractices.initialization.diagnostics import depth_statistics, plot_depth
 from lightning_bestpractices.models import MLP
 from lightning_bestpractices.tasks import Classifier
 

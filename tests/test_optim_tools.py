@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from lightning_bestpractices.optim import OptimConfig
 from lightning_bestpractices.optim.lr_finder import RULES, lr_find, suggest_lr
-from lightning_bestpractices.optim.monitor import LRMonitor as GroupLRMonitor
+from lightning_bestpractices.optim.monitor import LRMonitor
 from lightning_bestpractices.wandb_offline import find_offline_runs, read_offline_run
 
 _spec = importlib.util.spec_from_file_location(
@@ -145,7 +145,7 @@ def test_monitor_logs_lr_momentum_wd_per_named_group_to_wandb(wandb_env):
     rec = ddp_optim.Recorder()
     logger = WandbLogger(project="lr-monitor", save_dir=str(tmp_path), offline=True)
     trainer = L.Trainer(max_epochs=1, logger=logger, log_every_n_steps=1, default_root_dir=tmp_path,
-                        callbacks=[GroupLRMonitor(), rec], enable_checkpointing=False, **QUIET)  # fmt: skip
+                        callbacks=[LRMonitor(), rec], enable_checkpointing=False, **QUIET)  # fmt: skip
     trainer.fit(model, ddp_optim.loaders(False))
     logger.experiment.finish()
     run = _read_run(tmp_path, "lr-AdamW/decay")
@@ -169,11 +169,11 @@ def test_monitor_skips_momentum_for_optimizers_without_it(tmp_path):
     torch.manual_seed(0)
     model = ddp_optim.TinyNet({"optimizer": "adagrad", "lr": 0.1})
     logger = CSVLogger(tmp_path)
-    trainer = L.Trainer(max_steps=3, logger=logger, log_every_n_steps=1, callbacks=[GroupLRMonitor()],
+    trainer = L.Trainer(max_steps=3, logger=logger, log_every_n_steps=1, callbacks=[LRMonitor()],
                         enable_checkpointing=False, default_root_dir=tmp_path, **QUIET)  # fmt: skip
     trainer.fit(model, ddp_optim.loaders(False))
     header = (Path(logger.log_dir) / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "lr-Adagrad/decay" in header and "lr-Adagrad/no_decay-weight_decay" in header
     assert not any(h.endswith("-momentum") for h in header)
     with pytest.raises(ValueError, match="`logging_interval` must be 'step', 'epoch' or None, got 'batch'"):
-        GroupLRMonitor(logging_interval="batch")
+        LRMonitor(logging_interval="batch")

@@ -13,6 +13,7 @@ from lightning_bestpractices._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
+        ".parity": ["RankParity", "max_rank_difference"],
         ".functional": [
             "first_nonfinite",
             "grad_norm_by_group",

@@ -10,6 +10,7 @@ from lightning_bestpractices._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
+        ".diagnostics": ["DepthDiagnostics", "DepthStats", "depth_statistics", "plot_depth"],
         ".activations": ["Activation"],
         ".callback": ["WeightInit"],
         ".core": ["SCHEMES", "WEIGHT_LAYERS", "InitReport", "LayerInit", "init_weights"],

@@ -42,7 +42,7 @@ __getattr__, __dir__, __all__ = attach(
         ".lamb": ["Lamb"],
         ".lr_finder": ["RULES", "LRFinder", "LRFindResult", "lr_find", "suggest_lr"],
         ".mixin": ["OptimConfig", "OptimizerMixin", "configure_from_config"],
-        ".monitor": ["GroupLRMonitor", "LRMonitor"],
+        ".monitor": ["LRMonitor"],
         ".schedule": ["Plateau", "Schedule"],
         ".schedules": [
             "SCHEDULES",

@@ -16,7 +16,6 @@ part of the package (the optimizer factory, gradual unfreezing, the LR finder) m
   at the end of training, on an exception, and every ``flush_every`` rows), not with one ``logger.log_metrics``
   round trip per step; every row still reaches every logger with its own ``step``, in step order.
 
-``GroupLRMonitor`` and ``BufferedLRMonitor`` (:mod:`lightning_bestpractices.lr_logging`) are this class.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from lightning_bestpractices.errors import ArgumentError
 
 from .. import _compat
 
-__all__ = ["LRMonitor", "GroupLRMonitor", "group_stats"]
+__all__ = ["LRMonitor", "group_stats"]
 
 
 def _has_momentum(optimizer: Optimizer) -> bool:
@@ -174,4 +173,3 @@ class LRMonitor(Callback):
 
 
 #: The former per-group monitor's name; the same class.
-GroupLRMonitor = LRMonitor

@@ -11,8 +11,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_bestpractices.diagnostics import DepthDiagnostics, depth_statistics, plot_depth
 from lightning_bestpractices.initialization import init_weights
+from lightning_bestpractices.initialization.diagnostics import DepthDiagnostics, depth_statistics, plot_depth
 
 
 def _relu_mlp(depth: int, width: int) -> nn.Sequential:

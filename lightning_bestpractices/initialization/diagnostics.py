@@ -23,8 +23,8 @@ from torch import nn
 
 from lightning_bestpractices.errors import ArgumentError
 
-from ._logging import format_table, log_figure, log_table
-from .initialization.core import WEIGHT_LAYERS
+from .._logging import format_table, log_figure, log_table
+from .core import WEIGHT_LAYERS
 
 __all__ = ["DepthStats", "depth_statistics", "plot_depth", "DepthDiagnostics"]
 

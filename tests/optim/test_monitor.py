@@ -9,8 +9,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from lightning_bestpractices.data import InMemoryDataModule
-from lightning_bestpractices.lr_logging import BufferedLRMonitor
 from lightning_bestpractices.models import MLP
+from lightning_bestpractices.optim.monitor import LRMonitor
 from lightning_bestpractices.tasks import Classifier
 from lightning_bestpractices.wandb_offline import find_offline_runs, read_offline_run
 
@@ -25,7 +25,7 @@ def _data(n: int = 70) -> InMemoryDataModule:
 class _Pending(L.Callback):
     """Records how many rows the monitor holds after every batch."""
 
-    def __init__(self, monitor: BufferedLRMonitor) -> None:
+    def __init__(self, monitor: LRMonitor) -> None:
         self.monitor, self.seen = monitor, []
 
     def on_train_batch_end(self, *args, **kwargs) -> None:
@@ -58,7 +58,7 @@ def _csv_rows(trainer, key: str) -> list[tuple[int, float]]:
 
 def test_rows_match_lightning_monitor_and_buffer_is_bounded(tmp_path):
     ref = _fit(tmp_path / "ref", LearningRateMonitor(logging_interval="step"))
-    monitor = BufferedLRMonitor(flush_every=3)
+    monitor = LRMonitor(flush_every=3)
     probe = _Pending(monitor)
     ours = _fit(tmp_path / "ours", monitor, extra=[probe])
     expected = _csv_rows(ref, "lr-AdamW")
@@ -72,7 +72,7 @@ def test_rows_match_lightning_monitor_and_buffer_is_bounded(tmp_path):
 def test_rows_reach_wandb_offline_in_step_order(tmp_path):
     import wandb
 
-    trainer = _fit(tmp_path, BufferedLRMonitor(), logger_cls=WandbLogger, epochs=2)
+    trainer = _fit(tmp_path, LRMonitor(), logger_cls=WandbLogger, epochs=2)
     wandb.finish()
     run = read_offline_run(find_offline_runs(tmp_path)[0], wait=120)
     steps = [row["trainer/global_step"] for row in run.history if "lr-AdamW" in row]
@@ -87,7 +87,7 @@ def test_waiting_rows_are_written_when_training_fails(tmp_path):
             if trainer.global_step == 3:
                 raise RuntimeError("boom")
 
-    monitor = BufferedLRMonitor(flush_every=100)
+    monitor = LRMonitor(flush_every=100)
     with pytest.raises(RuntimeError, match="boom"):
         _fit(tmp_path, monitor, extra=[Boom()])
     logs = sorted(tmp_path.rglob("metrics.csv"))
@@ -107,4 +107,4 @@ def test_waiting_rows_are_written_when_training_fails(tmp_path):
 )
 def test_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        BufferedLRMonitor(**kwargs)
+        LRMonitor(**kwargs)
