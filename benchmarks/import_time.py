@@ -20,7 +20,7 @@ from pathlib import Path
 STATEMENTS = {
     "import torch": "import torch",
     "from lightning_bestpractices import fold_batchnorm": "from lightning_bestpractices import fold_batchnorm",
-    "import lightning_bestpractices.normalization": "import lightning_bestpractices.normalization",
+    "import lightning_bestpractices (names resolve on first use)": "import lightning_bestpractices",
     "from lightning_bestpractices import WeightInit (loads Lightning)": "from lightning_bestpractices import WeightInit",
     "import lightning": "import lightning",
 }
