@@ -22,7 +22,7 @@ function                          private internal
 ``foreach_add_``                  run on (LAMB's step, the weight penalty's gradient); no public alias
 ================================  ==================================================================================
 
-Example:
+Examples:
     >>> import torch
     >>> from torch.optim import lr_scheduler as S
     >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)

@@ -2,7 +2,7 @@
 the first time the name is used. So ``import lightning_bestpractices.normalization`` loads the normalization core
 and nothing else: no Lightning, no torchvision, no W&B.
 
-Example:
+Examples:
     >>> import sys
     >>> __getattr__, __dir__, __all__ = attach("json", {".decoder": ["JSONDecoder"]})
     >>> __all__, __getattr__("JSONDecoder").__name__

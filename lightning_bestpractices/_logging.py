@@ -63,7 +63,7 @@ def log_figure(trainer: L.Trainer, key: str, figure: Any, *, step: int | None = 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Render rows as a fixed-width text table (what a user reads in the console).
 
-    Example:
+    Examples:
         >>> print(format_table(["layer", "std"], [["fc1", 1.0], ["fc2", 0.25]]))
         layer  std
         -----  ----
@@ -113,7 +113,7 @@ def _plain(value: Any) -> Any:
 def _typed_columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     """``wandb.Table`` needs one type per column: in a numeric column, placeholders like ``"-"`` become ``None``.
 
-    Example:
+    Examples:
         >>> _typed_columns([["fc1", 64], ["bn1", "-"]])
         [['fc1', 64], ['bn1', None]]
     """

@@ -41,7 +41,7 @@ class TensorLoader:
         epoch_fn: returns the current epoch (the data module passes ``trainer.current_epoch``), so a resumed run
             sees the same permutations as an uninterrupted one.
 
-    Example:
+    Examples:
         >>> x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
         >>> [b[1].tolist() for b in TensorLoader((x, y), batch_size=4)]
         [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
@@ -138,7 +138,7 @@ class InMemoryDataModule(L.LightningDataModule):
     Under DDP each rank gets its own shard (see :class:`TensorLoader`) and the epoch length is
     ``ceil(n / world_size / batch_size)``. Shuffling is seeded by ``seed`` and the epoch, identically on all ranks.
 
-    Example:
+    Examples:
         >>> dm = InMemoryDataModule(train=(torch.randn(100, 3), torch.randint(0, 2, (100,))), batch_size=32)
         >>> dm.setup("fit")
         >>> len(dm.train_dataloader()), [t.shape[0] for t in next(iter(dm.train_dataloader()))]

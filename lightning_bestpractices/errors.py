@@ -6,7 +6,7 @@ that catches either keeps working, and it is what :class:`~lightning_bestpractic
 as a configuration error (exit code 2): any other exception raised while the recipe's classes are built is a bug
 and surfaces with its traceback.
 
-Example:
+Examples:
     >>> try:
     ...     raise ArgumentError("`lr` must be a number > 0, got -1")
     ... except ValueError as err:

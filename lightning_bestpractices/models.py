@@ -1,6 +1,6 @@
 """Small reference models used by the recipes (plain ``nn.Module``; no Lightning here).
 
-Example:
+Examples:
     >>> net = MLP(in_features=2, hidden=[64, 32], out_features=1, dropout=0.3)
     >>> net(torch.randn(5, 2)).shape
     torch.Size([5, 1])
@@ -106,7 +106,7 @@ class SmallCNN(nn.Module):
         hidden: width of the head's hidden layer.
         dropout: dropout probability in the head (two Dropout layers), in [0, 1).
 
-    Example:
+    Examples:
         >>> SmallCNN(in_channels=1, num_classes=10)(torch.randn(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """

@@ -4,7 +4,7 @@ The optimizer and schedule come from an :class:`~lightning_bestpractices.optim.O
 :class:`~lightning_bestpractices.optim.OptimizerMixin`: by default AdamW, no weight decay on norm parameters and
 biases, and a cosine schedule over the run's real optimizer steps.
 
-Example:
+Examples:
     >>> from lightning_bestpractices.models import MLP
     >>> task = Classifier(MLP(2, [8], 1, norm="batch"), num_classes=2)
     >>> task.task, type(task.loss_fn).__name__

@@ -15,7 +15,7 @@ records the op as a *mutation* of that tensor's storage (views and ``.data`` sha
 through an alias is seen as well). Limits: only the path taken on the example input is seen; work that bypasses
 ``__torch_function__`` (a custom C++/CUDA kernel called directly) is invisible.
 
-Example:
+Examples:
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True))
     >>> trace = trace_model(net, torch.randn(2, 3))
@@ -239,7 +239,7 @@ def recording(model: nn.Module) -> Iterator[Trace]:
 
     The caller runs the model (or anything that calls its modules) inside; hooks are removed on exit.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
         >>> x = torch.randn(1, 2)
         >>> with recording(net) as trace:

@@ -12,7 +12,7 @@ another reader already sees every record. A run's log is *complete* once its exi
 that crashed, or one still being written) is read up to its last whole record, with ``complete=False``; a record
 whose checksum fails with more log after it is corruption, and raises :class:`CorruptRunLog` with the byte offset.
 
-Example:
+Examples:
     >>> import os, tempfile, wandb
     >>> os.environ["WANDB_SILENT"] = "true"
     >>> d = tempfile.mkdtemp()

@@ -112,7 +112,7 @@ class GradualUnfreezing(Callback):
             ``name`` and ``name.no_decay`` (weight decay 0 for norm parameters and biases, the rule of
             :func:`~lightning_bestpractices.normalization.param_groups`).
 
-    Example:
+    Examples:
         >>> import torch, lightning as L
         >>> class Net(L.LightningModule):
         ...     def __init__(self):

@@ -60,7 +60,7 @@ SUPPORTED: dict[type, dict[str, str]] = {
 def supported() -> list[str]:
     """Names of the torch scheduler classes this module supports.
 
-    Example:
+    Examples:
         >>> "OneCycleLR" in supported() and "CosineAnnealingWarmRestarts" in supported()
         True
     """

@@ -50,7 +50,7 @@ class LayerGroupsMixin:
     a list of submodules, a name/pattern (``"encoder.*"``) or a list of names/patterns. The last entry is the head
     unless the callback is given ``head=``.
 
-    Example:
+    Examples:
         >>> class Net(LayerGroupsMixin, nn.Module):
         ...     def __init__(self):
         ...         super().__init__()
@@ -191,7 +191,7 @@ def layer_groups(
     Raises:
         lightning_bestpractices.errors.ArgumentError: a name or pattern matches no submodule, the head cannot be found, or fewer than two groups.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
         >>> [(g.name, g.modules) for g in layer_groups(net)]
         [('0', ('0',)), ('2', ('2',)), ('4', ('4',))]
@@ -236,7 +236,7 @@ def group_parameters(module: nn.Module, groups: Sequence[LayerGroup]) -> list[li
 
     Parameters in no group are added to the first group. Looked up live, so call it after module swaps.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
         >>> [len(ps) for ps in group_parameters(net, layer_groups(net))]
         [2, 2]
@@ -267,7 +267,7 @@ def freeze_group(module: nn.Module, group: LayerGroup, *, train_bn_affine: bool 
     BatchNorm layers become :class:`~lightning_bestpractices.normalization.FrozenBatchNorm` (same Parameter and
     buffer objects, same state-dict keys). With ``train_bn_affine=True`` their ``weight``/``bias`` stay trainable.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
         >>> freeze_group(net, LayerGroup("body", ("0", "1")))
         >>> type(net[1]).__name__, net[0].weight.requires_grad, net[2].weight.requires_grad

@@ -65,7 +65,7 @@ def drop_frozen_parameters(optimizer: Optimizer) -> int:
 
     Groups are kept even when they become empty, so group indices (and the schedulers' per-group lists) stay valid.
 
-    Example:
+    Examples:
         >>> a, b = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1), requires_grad=False)
         >>> opt = torch.optim.SGD([a, b], lr=0.1)
         >>> drop_frozen_parameters(opt), len(opt.param_groups[0]["params"])
@@ -108,7 +108,7 @@ def add_param_group(
     Returns:
         The index of the new group.
 
-    Example:
+    Examples:
         >>> net = torch.nn.Linear(2, 2)
         >>> opt = torch.optim.SGD([net.weight], lr=1.0)
         >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
@@ -158,7 +158,7 @@ def scale_group_lr(
 ) -> None:
     """Multiply group ``index``'s whole LR schedule by ``factor`` (its current LR moves to that schedule's value).
 
-    Example:
+    Examples:
         >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1.0)
         >>> sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
         >>> opt.step(); sched.step()

@@ -44,7 +44,7 @@ class FineTune(GradualUnfreezing):
         div_factor / final_div_factor: ``OneCycleLR``'s start and end divisors.
         groups / head / train_bn_affine / freeze_bn_stats / weight_decay: as in :class:`GradualUnfreezing`.
 
-    Example:
+    Examples:
         >>> cb = FineTune(lr=1e-3, freeze_epochs=1, lr_mult=100)
         >>> cb.unfreeze_at, cb.groups_per_unfreeze
         ((1,), (-1,))
@@ -157,7 +157,7 @@ class FineTune(GradualUnfreezing):
 def fine_tune(lr: float = 1e-3, freeze_epochs: int = 1, **kwargs: Any) -> FineTune:
     """The ``fine_tune`` preset as a function: ``Trainer(callbacks=[fine_tune(lr=1e-3, freeze_epochs=1)])``.
 
-    Example:
+    Examples:
         >>> type(fine_tune(2e-3, freeze_epochs=2, lr_mult=10)).__name__
         'FineTune'
     """

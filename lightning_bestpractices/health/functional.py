@@ -26,7 +26,7 @@ def _norm(tensors: Sequence[Tensor], norm_type: float) -> Tensor:
 def group_names(optimizer: torch.optim.Optimizer) -> list[str]:
     """A name per param group: its ``"name"`` entry if it has one, else its index.
 
-    Example:
+    Examples:
         >>> w, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(1))
         >>> group_names(torch.optim.SGD([{"params": [w], "name": "decay"}, {"params": [b]}], lr=0.1))
         ['decay', '1']
@@ -40,7 +40,7 @@ def grad_norm_by_group(optimizer: torch.optim.Optimizer, norm_type: float = 2.0)
     The total is the norm of the per-group norms, i.e. the norm over every gradient, as
     ``torch.nn.utils.clip_grad_norm_`` computes it.
 
-    Example:
+    Examples:
         >>> w = torch.nn.Parameter(torch.zeros(2)); w.grad = torch.tensor([3.0, 4.0])
         >>> b = torch.nn.Parameter(torch.zeros(1)); b.grad = torch.tensor([12.0])
         >>> total, groups = grad_norm_by_group(torch.optim.SGD([{"params": [w]}, {"params": [b]}], lr=0.1))
@@ -63,7 +63,7 @@ def update_ratio_by_group(before: Sequence[Sequence[Tensor]], after: Sequence[Se
     are all zero gets ``inf`` when it moved, 0 otherwise. A healthy ratio for SGD/Adam is often quoted near 1e-3;
     much larger means the step size dominates the weights, much smaller that the group barely learns.
 
-    Example:
+    Examples:
         >>> before = [[torch.tensor([3.0, 4.0])]]
         >>> after = [[torch.tensor([3.0, 4.5])]]
         >>> [round(float(r), 6) for r in update_ratio_by_group(before, after)]
@@ -89,7 +89,7 @@ def maybe_nonfinite(tensors: Iterable[Tensor | None]) -> Tensor:
     finite values (squares above the float range), so confirm it with :func:`first_nonfinite` (one check per
     tensor, taken only on that rare path).
 
-    Example:
+    Examples:
         >>> bool(maybe_nonfinite([torch.ones(3), None])), bool(maybe_nonfinite([torch.tensor([1.0, float("nan")])]))
         (False, True)
         >>> big = [torch.full((4,), 3e38)]  # the norm overflows, every element is finite
@@ -105,7 +105,7 @@ def maybe_nonfinite(tensors: Iterable[Tensor | None]) -> Tensor:
 def first_nonfinite(named: Iterable[tuple[str, Tensor | None]]) -> str | None:
     """The name of the first tensor holding a NaN or an inf, or ``None`` (slow path: one check per tensor).
 
-    Example:
+    Examples:
         >>> first_nonfinite([("a", torch.ones(2)), ("b", None), ("c", torch.tensor([float("inf")]))])
         'c'
     """

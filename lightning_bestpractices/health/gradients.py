@@ -45,7 +45,7 @@ class GradientMonitor(L.Callback):
         norm_type: the p of the p-norm, > 0 (``float("inf")`` for the max-norm).
         prefix: prepended to every metric key.
 
-    Example:
+    Examples:
         >>> import lightning as L
         >>> from lightning.pytorch.demos.boring_classes import BoringModel
         >>> monitor = GradientMonitor(every_n_steps=2)

@@ -62,7 +62,7 @@ class NonFiniteGuard(L.Callback):
         dirpath: folder of the last-good checkpoint written on stop; ``None``: ``trainer.default_root_dir``.
         filename: its file name.
 
-    Example:
+    Examples:
         >>> import lightning as L
         >>> from lightning.pytorch.demos.boring_classes import BoringModel
         >>> class Spiky(BoringModel):

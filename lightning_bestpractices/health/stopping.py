@@ -54,7 +54,7 @@ class EarlyStopping(_LightningEarlyStopping):
         history: ``(epoch, value)`` of the monitored metric at every validation end of fit (kept across resume),
             for plotting the curve with its best and stop epochs.
 
-    Example:
+    Examples:
         >>> import lightning as L
         >>> from lightning.pytorch.demos.boring_classes import BoringModel
         >>> class Scripted(BoringModel):  # logs a validation loss that is best at epoch 1

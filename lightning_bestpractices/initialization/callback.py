@@ -50,7 +50,7 @@ class WeightInit(L.Callback):
         batch_to_input: maps a training batch to the model input.
         log_key: key of the logged table.
 
-    Example:
+    Examples:
         >>> cb = WeightInit("auto", zero_init_residual=True)
         >>> cb.state_dict(), cb.state_key
         ({'done': False}, "WeightInit{'scheme': 'auto', 'log_key': 'init/report'}")

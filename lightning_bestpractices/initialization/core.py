@@ -219,7 +219,7 @@ def init_weights(
         normal_std, trunc_std: the std of ``"normal"`` and ``"trunc_normal"``.
         generator: a ``torch.Generator`` for reproducible initialization without touching the global RNG.
 
-    Example:
+    Examples:
         >>> import torch.nn.functional as F
         >>> class Net(nn.Module):
         ...     def __init__(self):

@@ -87,7 +87,7 @@ def depth_statistics(
         layer_types: which modules to record (default: Linear/Conv/ConvTranspose/Bilinear); each call counts.
         gradients: also compute the gradient statistics (``torch.autograd.grad``; ``.grad`` is not touched).
 
-    Example:
+    Examples:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
         <torch._C.Generator object at ...>
         >>> net = nn.Sequential(*[m for _ in range(10) for m in (nn.Linear(64, 64, bias=False), nn.ReLU())])
@@ -188,7 +188,7 @@ class DepthDiagnostics(L.Callback):
         batch_to_input: maps a training batch to the model input (default: ``batch[0]`` for tuples/lists).
         plot: log the figure too.
 
-    Example:
+    Examples:
         >>> DepthDiagnostics(every_n_steps=100).state_dict()
         {'steps_recorded': []}
     """

@@ -89,7 +89,7 @@ def lsuv_init(
     Raises:
         lightning_bestpractices.errors.ArgumentError: if the model has no Linear/Conv layers, the batch is too small, or it does not fit the model.
 
-    Example:
+    Examples:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
         <torch._C.Generator object at ...>
         >>> net = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))

@@ -23,7 +23,7 @@ __all__ = ["batchnorm_to_groupnorm", "batchnorm_to_syncbn", "group_count"]
 def group_count(num_channels: int, num_groups: int) -> int:
     """Largest divisor of ``num_channels`` that is ``<= num_groups`` (GroupNorm needs groups to divide channels).
 
-    Example:
+    Examples:
         >>> group_count(64, 32), group_count(24, 32), group_count(30, 8)
         (32, 24, 6)
     """
@@ -39,7 +39,7 @@ def batchnorm_to_groupnorm(module: nn.Module, num_groups: int = 32, *, eps: floa
     retrained or fine-tuned afterwards: GroupNorm normalizes per sample, so outputs change. Returns ``module``
     (or the replacement, if ``module`` itself is a BatchNorm).
 
-    Example:
+    Examples:
         >>> net = batchnorm_to_groupnorm(nn.Sequential(nn.Conv2d(3, 48, 3), nn.BatchNorm2d(48)), num_groups=32)
         >>> net[1]
         GroupNorm(24, 48, eps=1e-05, affine=True, bias=True)
@@ -71,7 +71,7 @@ def batchnorm_to_syncbn(module: nn.Module, process_group=None) -> nn.Module:
 
     With Lightning, prefer ``Trainer(strategy="ddp", sync_batchnorm=True)``, which does this conversion for you.
 
-    Example:
+    Examples:
         >>> net = batchnorm_to_syncbn(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)))
         >>> type(net[1]).__name__
         'SyncBatchNorm'

@@ -85,7 +85,7 @@ def fold_batchnorm(
     Raises:
         lightning_bestpractices.errors.ArgumentError: if ``model`` or any BatchNorm in it is in train mode.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
         >>> folded, report = fold_batchnorm(net, torch.randn(1, 3, 8, 8))
         >>> folded

@@ -39,7 +39,7 @@ class FrozenBatchNorm(nn.Module):
         momentum: kept only so :func:`unfreeze_batchnorm` can rebuild the original BatchNorm.
         original_cls: the BatchNorm class :func:`unfreeze_batchnorm` converts back to.
 
-    Example:
+    Examples:
         >>> bn = nn.BatchNorm1d(3).eval()
         >>> frozen = FrozenBatchNorm.from_batchnorm(bn)
         >>> x = torch.randn(4, 3)
@@ -168,7 +168,7 @@ def freeze_batchnorm(module: nn.Module, *, train_affine: bool = False) -> nn.Mod
     The new modules share the old ones' Parameter and buffer objects, so optimizers and state dict keys are
     unaffected. Returns ``module`` (or the replacement, if ``module`` itself is a BatchNorm).
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
         >>> net = freeze_batchnorm(net)
         >>> type(net[1]).__name__

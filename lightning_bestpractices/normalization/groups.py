@@ -50,7 +50,7 @@ _BUILTIN_NORMS = NORM_TYPES
 def register_norm(cls: type) -> type:
     """Register a user normalization class: its parameters are then never weight-decayed. Usable as decorator.
 
-    Example:
+    Examples:
         >>> import torch
         >>> @register_norm
         ... class ScaleNorm(nn.Module):
@@ -72,7 +72,7 @@ def register_norm(cls: type) -> type:
 def unregister_norm(cls: type) -> None:
     """Undo :func:`register_norm` (tests restore what they register). Built-in classes cannot be removed.
 
-    Example:
+    Examples:
         >>> class Gain(nn.Module):
         ...     pass
         >>> _ = register_norm(Gain)
@@ -144,7 +144,7 @@ def no_decay_parameters(module: nn.Module, *, skip: Iterable[str] = ()) -> set[i
     Raises:
         lightning_bestpractices.errors.ArgumentError: if a name in ``skip`` matches no parameter.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3))
         >>> ids = no_decay_parameters(net)
         >>> sorted(n for n, p in net.named_parameters() if id(p) in ids)
@@ -188,7 +188,7 @@ def param_groups(
     Raises:
         lightning_bestpractices.errors.ArgumentError: if ``weight_decay`` is negative or not finite, or a ``skip`` name matches nothing.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1))
         >>> [(g["name"], len(g["params"]), g["weight_decay"]) for g in param_groups(net, 0.05)]
         [('decay', 2, 0.05), ('no_decay', 4, 0.0)]

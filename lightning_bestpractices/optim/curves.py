@@ -82,7 +82,7 @@ class Curve:
 class Constant(Curve):
     """``f(t) = 1``.
 
-    Example:
+    Examples:
         >>> Constant()(7)
         1.0
     """
@@ -94,7 +94,7 @@ class Constant(Curve):
 class LinearFactor(Curve):
     """Straight line from 1 to ``final`` over ``length`` steps (torch's ``LinearLR(1, final, length - 1)``).
 
-    Example:
+    Examples:
         >>> [LinearFactor(3, final=0.5)(i) for i in range(4)]
         [1.0, 0.75, 0.5, 0.5]
     """
@@ -111,7 +111,7 @@ class LinearFactor(Curve):
 class LinearWarmup(Curve):
     """Linear rise from ``start`` to 1 over ``length`` steps (torch's ``LinearLR(start, 1, max(length-1, 1))``).
 
-    Example:
+    Examples:
         >>> [LinearWarmup(4, start=0.25)(t) for t in range(5)]
         [0.25, 0.5, 0.75, 1.0, 1.0]
     """
@@ -127,7 +127,7 @@ class LinearWarmup(Curve):
 class CosineFactor(Curve):
     """``f(i)`` falls from 1 to ``final`` along a half cosine over ``length`` steps (``i = 0 .. length - 1``).
 
-    Example:
+    Examples:
         >>> f = CosineFactor(5, final=0.1)
         >>> [round(f(i), 4) for i in range(6)]
         [1.0, 0.8682, 0.55, 0.2318, 0.1, 0.1]
@@ -146,7 +146,7 @@ class CosineFactor(Curve):
 class CosineWarmupFactor(Curve):
     """``f(t)`` rises from ``start`` to 1 along a half cosine over ``length`` steps, then stays at 1.
 
-    Example:
+    Examples:
         >>> f = CosineWarmupFactor(3, start=0.0)
         >>> [f(t) for t in range(4)]
         [0.0, 0.5, 1.0, 1.0]
@@ -165,7 +165,7 @@ class CosineWarmupFactor(Curve):
 class RestartsFactor(Curve):
     """Cosine cycles of the given lengths, each from 1 down to exactly ``final`` at its last step.
 
-    Example:
+    Examples:
         >>> f = RestartsFactor([3, 3], final=0.0)
         >>> [f(i) for i in range(6)]
         [1.0, 0.5, 0.0, 1.0, 0.5, 0.0]
@@ -186,7 +186,7 @@ class RestartsFactor(Curve):
     def tile(total: int, cycles: int, mult: float) -> list[int]:
         """Cycle lengths ``L, L*mult, L*mult**2 ...`` (rounded, each >= 1) that add up to ``total`` exactly.
 
-        Example:
+        Examples:
             >>> RestartsFactor.tile(70, cycles=3, mult=2.0)
             [10, 20, 40]
         """
@@ -201,7 +201,7 @@ class RestartsFactor(Curve):
 class ExponentialFactor(Curve):
     """``gamma ** i`` (torch's ``ExponentialLR``); ``final`` is its value at step ``length - 1``.
 
-    Example:
+    Examples:
         >>> [ExponentialFactor(0.5, length=3)(i) for i in range(3)]
         [1.0, 0.5, 0.25]
     """
@@ -217,7 +217,7 @@ class ExponentialFactor(Curve):
 class StepFactor(Curve):
     """``gamma ** (i // size)`` (torch's ``StepLR``).
 
-    Example:
+    Examples:
         >>> [StepFactor(2, 0.5)(i) for i in range(5)]
         [1.0, 1.0, 0.5, 0.5, 0.25]
     """
@@ -232,7 +232,7 @@ class StepFactor(Curve):
 class MultiStepFactor(Curve):
     """``gamma ** (number of milestones <= i)`` (torch's ``MultiStepLR``).
 
-    Example:
+    Examples:
         >>> [MultiStepFactor([1, 3], 0.1)(i) for i in range(4)]
         [1.0, 0.1, 0.1, 0.010000000000000002]
     """
@@ -247,7 +247,7 @@ class MultiStepFactor(Curve):
 class Warmup(Curve):
     """``warmup(t)`` for the first ``steps`` steps, then ``decay(t - steps)`` (torch's ``SequentialLR`` of two).
 
-    Example:
+    Examples:
         >>> f = Warmup(2, LinearWarmup(2, 0.5), CosineFactor(3, 0.0))
         >>> [f(t) for t in range(5)], f.final
         ([0.5, 1.0, 1.0, 0.5, 0.0], 0.0)
@@ -276,7 +276,7 @@ class OneCycleFactor(Curve):
         shapes: anneal shape of the rise and of the fall, each ``"linear"`` or ``"cos"``.
         momentum: ``(base_momentum, max_momentum)`` to cycle, or ``None``.
 
-    Example:
+    Examples:
         >>> f = OneCycleFactor(5, peak=2, div_factor=10, final=0.01, momentum=(0.85, 0.95))
         >>> [round(f(t), 4) for t in range(5)], [round(f.momentum(t), 3) for t in (0, 2, 4)]
         ([0.1, 0.55, 1.0, 0.505, 0.01], [0.95, 0.85, 0.95])
@@ -324,7 +324,7 @@ class OneCycleFactor(Curve):
 class Offset(Curve):
     """``inner(t - start)`` from step ``start`` on (a curve that begins mid-run, e.g. a second 1cycle).
 
-    Example:
+    Examples:
         >>> f = Offset(3, LinearFactor(3, 0.0))
         >>> [f(t) for t in range(3, 7)]
         [1.0, 0.5, 0.0, 0.0]
@@ -344,7 +344,7 @@ class Offset(Curve):
 def curve_from_dict(state: dict) -> Curve:
     """Rebuild a curve of this module from :meth:`Curve.to_dict`.
 
-    Example:
+    Examples:
         >>> f = Warmup(2, LinearWarmup(2, 0.5), CosineFactor(3, 0.1))
         >>> curve_from_dict(f.to_dict()) == f
         True

@@ -60,7 +60,7 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
 def list_optimizers() -> list[str]:
     """Names accepted by :func:`create_optimizer`.
 
-    Example:
+    Examples:
         >>> list_optimizers()
         ['adagrad', 'adam', 'adamax', 'adamw', 'lamb', 'momentum', 'nadam', 'nesterov', 'radam', 'rmsprop', 'sgd']
     """
@@ -89,7 +89,7 @@ def build_param_groups(
     Longer prefixes win (``{"a": 0.1, "a.b": 0.5}``). ``no_decay_skip`` is passed to
     :func:`~lightning_bestpractices.normalization.param_groups` as ``skip``.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1))
         >>> groups = build_param_groups(net, 0.05, lr_multipliers={"0": 0.1})
         >>> [(g["name"], len(g["params"]), g["weight_decay"], g["lr_multiplier"]) for g in groups]
@@ -157,7 +157,7 @@ def create_optimizer(
     Raises:
         lightning_bestpractices.errors.ArgumentError: unknown name, negative ``lr``/``weight_decay``, a non-positive multiplier, an unknown prefix.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3), nn.Linear(3, 1))
         >>> opt = create_optimizer(net, "nesterov", lr=0.1, weight_decay=1e-4, lr_multipliers={"2": 0.5})
         >>> [(g["name"], g["lr"], g["weight_decay"], g["nesterov"]) for g in opt.param_groups]

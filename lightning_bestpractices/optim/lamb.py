@@ -39,7 +39,7 @@ class Lamb(Optimizer):
         weight_decay: decoupled weight decay added to the update before the trust ratio, >= 0.
         trust_clip: if set, the trust ratio is clipped to ``[0, trust_clip]`` (the paper's ``phi``).
 
-    Example:
+    Examples:
         >>> p = torch.nn.Parameter(torch.ones(3))
         >>> opt = Lamb([p], lr=0.1, weight_decay=0.0)
         >>> p.grad = torch.tensor([1.0, -1.0, 1.0])

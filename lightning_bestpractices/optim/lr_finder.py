@@ -59,7 +59,7 @@ def suggest_lr(
 ) -> float:
     """Pick an LR from a range test. ``losses`` should already be smoothed; everything is done on ``log10(lr)``.
 
-    Example:
+    Examples:
         >>> lrs = [10 ** (-6 + k / 10) for k in range(61)]            # 1e-6 .. 1
         >>> losses = [2.0 - math.tanh((math.log10(lr) + 3) * 2) + (lr > 0.1) * 20 * lr for lr in lrs]
         >>> [f"{suggest_lr(lrs, losses, r):.1e}" for r in RULES]
@@ -307,7 +307,7 @@ class LRFinder(Callback):
     then ``configure_optimizers`` builds the optimizer and schedule with it. The plot goes to the run folder and
     its loggers. :attr:`result` holds the sweep on rank 0 (``None`` on the others); :attr:`lr` the LR on every rank.
 
-    Example:
+    Examples:
         >>> LRFinder(num_steps=50, rule="minimum/10").rule
         'minimum/10'
     """

@@ -52,7 +52,7 @@ class OptimConfig:
         schedule: a :class:`~lightning_bestpractices.optim.schedules.ScheduleSpec`, its fields as a mapping, or a
             name; ``None`` for a constant LR with no scheduler.
 
-    Example:
+    Examples:
         >>> cfg = OptimConfig.from_any({"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05,
         ...                             "schedule": {"name": "cosine", "warmup": "5%", "final_lr": 1e-5}})
         >>> cfg.schedule.name, cfg.schedule.warmup
@@ -130,7 +130,7 @@ class OptimizerMixin:
     overrides ``on_train_start``, ``on_train_epoch_start``, ``on_save_checkpoint`` or ``on_load_checkpoint``,
     call ``super()`` in them.
 
-    Example:
+    Examples:
         >>> import torch
         >>> class Net(OptimizerMixin, L.LightningModule):
         ...     def __init__(self):

@@ -44,7 +44,7 @@ def group_stats(
 ) -> dict[str, float]:
     """``{key: value}`` of every group of every optimizer (keys as in the module docstring).
 
-    Example:
+    Examples:
         >>> net = torch.nn.Linear(2, 1)
         >>> opt = torch.optim.SGD([{"params": [net.weight], "name": "w"}, {"params": [net.bias], "name": "b",
         ...                         "weight_decay": 0.0}], lr=0.1, momentum=0.9, weight_decay=1e-4)
@@ -80,7 +80,7 @@ class LRMonitor(Callback):
         log_weight_decay: log each group's weight decay.
         flush_every: most rows held before they are written (bounds how much a hard kill can lose).
 
-    Example:
+    Examples:
         >>> m = LRMonitor(flush_every=128)
         >>> m.logging_interval, m.log_momentum, m.flush_every, m.pending
         ('step', True, 128, 0)

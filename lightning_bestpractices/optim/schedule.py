@@ -19,7 +19,7 @@ What it adds over torch's schedulers: no per-group lists on the scheduler (``bas
 replayed on resume. Plateau reduction follows torch's ``ReduceLROnPlateau`` rule (relative/absolute threshold,
 patience, cooldown, a floor per group).
 
-Example:
+Examples:
     >>> import torch
     >>> from lightning_bestpractices.optim.curves import CosineFactor
     >>> w, b = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)

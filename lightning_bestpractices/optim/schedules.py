@@ -70,7 +70,7 @@ SCHEDULES: dict[str, str] = {
 def list_schedules() -> list[str]:
     """Names accepted by :class:`ScheduleSpec`.
 
-    Example:
+    Examples:
         >>> list_schedules()
         ['constant', 'cosine', 'exponential', 'linear', 'multistep', 'onecycle', 'plateau', 'restarts', 'step']
     """
@@ -95,7 +95,7 @@ class ScheduleSpec:
             ``OneCycleLR``; momentum cycling acts on SGD momentum or Adam-family beta1).
         monitor, mode, factor, patience, threshold, cooldown: ``plateau`` (as torch's ``ReduceLROnPlateau``).
 
-    Example:
+    Examples:
         >>> ScheduleSpec("cosine", warmup="5%", final_lr=1e-5).warmup
         Duration(value=0.05, unit='fraction')
         >>> ScheduleSpec("cosin")
@@ -214,7 +214,7 @@ def resolve_curve(spec: ScheduleSpec | dict[str, Any] | str, plan: StepPlan, lr:
     Raises:
         lightning_bestpractices.errors.ArgumentError: warmup not shorter than training, durations longer than training, ``final_lr`` above ``lr``.
 
-    Example:
+    Examples:
         >>> from lightning_bestpractices.optim import count_optimizer_steps
         >>> curve, _ = resolve_curve({"name": "cosine", "warmup": 2, "final_lr": 0.01}, count_optimizer_steps(6, 1), 0.1)
         >>> [round(curve(t), 4) for t in range(6)]
@@ -270,7 +270,7 @@ def build_scheduler(
     Raises:
         lightning_bestpractices.errors.ArgumentError: warmup not shorter than training, durations longer than training, inconsistent options.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from lightning_bestpractices.optim import count_optimizer_steps
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)

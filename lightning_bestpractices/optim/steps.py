@@ -54,7 +54,7 @@ class Duration:
 
     Build one with :func:`parse_duration`; :meth:`resolve` turns it into optimizer steps for a :class:`StepPlan`.
 
-    Example:
+    Examples:
         >>> plan = count_optimizer_steps(10, max_epochs=4, accumulate=3)   # ceil(10 / 3) = 4 steps per epoch
         >>> [parse_duration(d).resolve(plan) for d in (6, "2 epochs", 0.25, "50%")]
         [6, 8, 4, 8]
@@ -85,7 +85,7 @@ def parse_duration(value: DurationLike, *, name: str = "duration") -> Duration:
     Raises:
         lightning_bestpractices.errors.ArgumentError: naming ``name`` and the value, for negative lengths, fractions outside (0, 1], unknown units.
 
-    Example:
+    Examples:
         >>> parse_duration("5%"), parse_duration("3 epochs"), parse_duration(200)
         (Duration(value=0.05, unit='fraction'), Duration(value=3.0, unit='epochs'), Duration(value=200, unit='steps'))
         >>> parse_duration(1.5, name="warmup")
@@ -203,7 +203,7 @@ def count_optimizer_steps(
         max_steps: stop after this many optimizer steps in total; ``-1`` for no limit.
         history: known start steps of epochs that already ran (from a checkpoint); later epochs are counted.
 
-    Example:
+    Examples:
         >>> plan = count_optimizer_steps(10, max_epochs=3, accumulate={0: 1, 1: 4})
         >>> plan.steps_per_epoch, plan.total
         ([10, 3, 3], 16)

@@ -40,7 +40,7 @@ class WeightPenalty(Callback):
         skip: names excluded from the default decay group (forwarded to ``no_decay_parameters``).
         key: logged metric name (``None``: do not log).
 
-    Example:
+    Examples:
         >>> import lightning as L
         >>> from lightning_bestpractices.models import MLP
         >>> from lightning_bestpractices.tasks import Classifier
@@ -122,7 +122,7 @@ class MaxNorm(Callback):
     Attributes:
         applied_steps: how many optimizer steps it has acted after (kept in checkpoints).
 
-    Example:
+    Examples:
         >>> import lightning as L
         >>> from lightning_bestpractices.models import MLP
         >>> from lightning_bestpractices.tasks import Classifier

@@ -73,7 +73,7 @@ def checkpoint_blocks(
     Active in training mode with grad enabled; in eval or under ``no_grad`` the block runs as usual.
     Returns the qualified names of the checkpointed blocks.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.Sequential(nn.ReLU(), nn.Linear(8, 8)), nn.Linear(8, 1))
         >>> checkpoint_blocks(net, names=["1"])
         ['1']

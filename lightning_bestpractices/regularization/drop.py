@@ -42,7 +42,7 @@ def linear_drop_path_rates(depth: int, max_rate: float, min_rate: float = 0.0) -
 
     Early blocks compute features every later block needs, so they are dropped least (Huang et al., 2016).
 
-    Example:
+    Examples:
         >>> linear_drop_path_rates(5, 0.2)
         [0.0, 0.05, 0.1, 0.15, 0.2]
     """
@@ -64,7 +64,7 @@ class DropPath(StochasticDepth):
         p: probability of dropping a sample's branch, in ``[0, 1)``.
         mode: ``"row"`` (each sample on its own, the usual choice) or ``"batch"`` (the whole batch at once).
 
-    Example:
+    Examples:
         >>> _ = torch.manual_seed(0)
         >>> drop = DropPath(0.5).train()
         >>> y = drop(torch.ones(6, 3))
@@ -105,7 +105,7 @@ class DropConnect(nn.Module):
         layer: the layer to wrap.
         p: weight drop probability, in ``[0, 1)``.
 
-    Example:
+    Examples:
         >>> _ = torch.manual_seed(0)
         >>> dc = DropConnect(nn.Linear(4, 3), p=0.5)
         >>> dc.eval()(torch.ones(1, 4)).shape, dc.p

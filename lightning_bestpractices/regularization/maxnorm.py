@@ -40,7 +40,7 @@ def max_norm_targets(
 ) -> list[tuple[str, Tensor]]:
     """``(qualified weight name, weight)`` of every layer to constrain: by ``names`` (module names) or by ``types``.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 2), nn.BatchNorm1d(2))
         >>> [n for n, _ in max_norm_targets(net)]
         ['0.weight', '2.weight']
@@ -67,7 +67,7 @@ def max_norm_targets(
 def unit_norms(weight: Tensor) -> Tensor:
     """L2 norm of each unit's incoming weights: over dims 1.., one value per index of dim 0.
 
-    Example:
+    Examples:
         >>> unit_norms(torch.tensor([[3.0, 4.0], [0.0, 1.0]]))
         tensor([5., 1.])
     """
@@ -78,7 +78,7 @@ def unit_norms(weight: Tensor) -> Tensor:
 def max_norm_(weights: Sequence[Tensor], max_norm: float) -> None:
     """Rescale, in place, every unit (index of dim 0) of each weight whose incoming L2 norm exceeds ``max_norm``.
 
-    Example:
+    Examples:
         >>> w = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
         >>> max_norm_([w], 1.0)
         >>> [round(v, 6) for v in unit_norms(w).tolist()]

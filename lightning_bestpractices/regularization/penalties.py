@@ -41,7 +41,7 @@ def decay_parameters(module: nn.Module, *, skip: Iterable[str] = ()) -> list[nn.
 
     Shared parameters are listed once, in ``named_parameters`` order.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1))
         >>> [tuple(p.shape) for p in decay_parameters(net)]
         [(3, 2), (1, 3)]
@@ -57,7 +57,7 @@ def weight_penalty(params: Iterable[Tensor], strength: float, l1_ratio: float = 
 
     Differentiable: add it to a loss in a plain training loop.
 
-    Example:
+    Examples:
         >>> w = torch.tensor([[1.0, -2.0], [0.0, 3.0]])
         >>> float(weight_penalty([w], 0.5, l1_ratio=1.0)), float(weight_penalty([w], 0.5, l1_ratio=0.0))
         (3.0, 7.0)
@@ -81,7 +81,7 @@ def add_penalty_grad_(params: Sequence[Tensor], strength: float, l1_ratio: float
     alone, so a skipped step stays skipped. ``sign(0) = 0`` is the L1 subgradient used at exactly zero weights.
     Returns how many parameters were touched. No host sync.
 
-    Example:
+    Examples:
         >>> w = nn.Parameter(torch.tensor([1.0, -2.0, 0.0]))
         >>> w.grad = torch.zeros(3)
         >>> add_penalty_grad_([w], 0.1, l1_ratio=0.5)

@@ -24,7 +24,7 @@ def effective_weights(module: nn.Module, *, skip: Iterable[str] = ()) -> list[tu
 
     A pruned parameter ``<name>_orig`` is reported as the masked ``<name>``.
 
-    Example:
+    Examples:
         >>> import torch.nn.utils.prune as prune
         >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
         >>> _ = prune.l1_unstructured(net[0], "weight", amount=0.5)
@@ -48,7 +48,7 @@ def effective_weights(module: nn.Module, *, skip: Iterable[str] = ()) -> list[tu
 def sparsity(module: nn.Module, threshold: float = 1e-3, *, skip: Iterable[str] = ()) -> float:
     """Fraction of the decay-group weights of ``module`` (biases and norm parameters excluded) with ``|w| < threshold``.
 
-    Example:
+    Examples:
         >>> lin = nn.Linear(4, 1, bias=False)
         >>> with torch.no_grad():
         ...     _ = lin.weight.copy_(torch.tensor([[0.0, 1e-4, 0.5, -2.0]]))

@@ -55,7 +55,7 @@ def calibration_metrics(output: MCOutput | Tensor, targets: Tensor, n_bins: int 
 
     ``output`` is an :class:`MCOutput` or probabilities ``(B, C)`` (``(B,)`` for binary, positive class).
 
-    Example:
+    Examples:
         >>> probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
         >>> m = calibration_metrics(probs, torch.tensor([0, 1, 1]))
         >>> {k: round(v, 4) for k, v in m.items()}
@@ -86,7 +86,7 @@ def calibration_metrics(output: MCOutput | Tensor, targets: Tensor, n_bins: int 
 def uncertainty_auroc(uncertainty: Tensor, correct: Tensor) -> float:
     """AUROC of ``uncertainty`` for telling wrong predictions (positives) from right ones (torchmetrics).
 
-    Example:
+    Examples:
         >>> uncertainty_auroc(torch.tensor([0.1, 0.2, 0.9, 0.8]), torch.tensor([True, True, False, False]))
         1.0
     """

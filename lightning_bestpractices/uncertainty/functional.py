@@ -134,7 +134,7 @@ def mc_predict(
         temperature: divides every sample's logits before its softmax/sigmoid (fit it on validation data with
             :func:`~lightning_bestpractices.uncertainty.fit_temperature` on :func:`mc_logits`); classification.
 
-    Example:
+    Examples:
         >>> _ = torch.manual_seed(0)
         >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
         >>> out = mc_predict(net, torch.randn(5, 4), n_samples=8, targets=torch.tensor([0, 1, 2, 0, 1]))
@@ -179,7 +179,7 @@ def mc_logits(
     For fitting a temperature on validation data only (:func:`~lightning_bestpractices.uncertainty.
     fit_temperature`); predictions come from :func:`mc_predict`, which averages probabilities.
 
-    Example:
+    Examples:
         >>> _ = torch.manual_seed(0)
         >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
         >>> x = torch.randn(5, 4)

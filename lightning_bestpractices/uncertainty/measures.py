@@ -133,7 +133,7 @@ def uncertainty_measures(log_probs: Tensor, targets: Tensor | None = None) -> MC
 
     Each sample is turned into probabilities first; only probabilities are averaged.
 
-    Example:
+    Examples:
         >>> lp = torch.log(torch.tensor([[[0.9, 0.1]], [[0.1, 0.9]]]))  # two samples that disagree
         >>> out = uncertainty_measures(lp)
         >>> out.mean_probs, round(float(out.mutual_information), 4)

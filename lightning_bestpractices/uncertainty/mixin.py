@@ -45,7 +45,7 @@ class MCDropoutMixin:
     :meth:`mc_split` to declare the deterministic prefix and stochastic suffix yourself, and
     :meth:`mc_unpack_batch` if your batches are not ``x`` or ``(x, y, ...)``.
 
-    Example:
+    Examples:
         >>> import lightning as L
         >>> from torch import nn
         >>> class Net(MCDropoutMixin, L.LightningModule):

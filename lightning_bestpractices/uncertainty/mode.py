@@ -39,7 +39,7 @@ def mc_dropout_mode(model: nn.Module, seed: int = 0) -> Iterator[MCState]:
     Raises ``ValueError`` when the model has no dropout-family module, or when one has a drop probability
     outside [0, 1] (named, with its value).
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Dropout(0.5)).train()
         >>> with mc_dropout_mode(net) as mc:
         ...     [m.training for m in net]

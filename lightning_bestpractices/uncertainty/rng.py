@@ -75,7 +75,7 @@ _INT32_OK = _int32_wraps()
 def counter_uniform_bits(row_keys: Tensor, numel: int) -> Tensor:
     """32-bit random integers, shape ``(len(row_keys), numel)``, a pure function of ``(row key, element index)``.
 
-    Example:
+    Examples:
         >>> keys = torch.tensor([1, 2, 1])
         >>> bits = counter_uniform_bits(keys, 4)
         >>> bool((bits[0] == bits[2]).all()), bool((bits[0] == bits[1]).all())

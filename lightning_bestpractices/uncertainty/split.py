@@ -82,7 +82,7 @@ def find_split(model: nn.Module, x: Tensor | None = None) -> Split | None:
     With ``x`` (a batch the model accepts) the split is audited on one recorded pass (see the module docstring);
     without it only a declared or cached split, or an ``nn.Sequential``'s children, can be returned.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(8, 2))
         >>> split = find_split(net, torch.randn(3, 4))
         >>> split.kind, len(split.prefix), len(split.suffix)
@@ -222,7 +222,7 @@ def count_functional_dropout_calls(model: nn.Module, x: Tensor) -> int:
     Seen through :func:`lightning_bestpractices.tracing.recording` (a scoped ``TorchFunctionMode``): nothing in
     ``torch.nn.functional`` is replaced.
 
-    Example:
+    Examples:
         >>> class Net(nn.Module):
         ...     def forward(self, x):
         ...         return nn.functional.dropout(x, 0.5, self.training)

@@ -126,7 +126,7 @@ def stochastic_rate(module: nn.Module) -> float | None:
 def check_rates(modules: list[tuple[str, nn.Module]]) -> None:
     """Raise ``ValueError`` naming the module and the value if a drop probability is not a number in [0, 1].
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
         >>> net[1].p = 1.5
         >>> check_rates(find_stochastic_modules(net))
@@ -154,7 +154,7 @@ def check_rates(modules: list[tuple[str, nn.Module]]) -> None:
 def find_stochastic_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(qualified name, module)`` of every dropout-family module, in ``model.modules()`` order.
 
-    Example:
+    Examples:
         >>> net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1), nn.BatchNorm1d(4), nn.AlphaDropout(0.2))
         >>> [name for name, _ in find_stochastic_modules(net)]
         ['1', '3']

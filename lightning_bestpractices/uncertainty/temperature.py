@@ -37,7 +37,7 @@ def temperature_nll(
 ) -> Tensor:
     """Mean NLL of ``targets`` under ``logits / temperature``; ``(N, B, C)`` logits: of the MC mixture.
 
-    Example:
+    Examples:
         >>> z = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
         >>> round(float(temperature_nll(z, torch.tensor([0, 1]), 1.0)), 4)
         0.2201
@@ -66,7 +66,7 @@ def fit_temperature(
         task: ``"multiclass"`` (softmax) or ``"binary"`` (sigmoid).
         max_iter: LBFGS iterations.
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> y = torch.randint(0, 3, (500,), generator=g)
         >>> z = torch.randn(500, 3, generator=g) + 2 * torch.nn.functional.one_hot(y, 3)
