@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
-import time
 from pathlib import Path
 
 import lightning as L
@@ -37,15 +36,10 @@ def wandb_env(tmp_path, monkeypatch):
 
 
 def _read_run(root, key):
-    """Read the offline run once its ``.wandb`` log holds ``key`` (W&B's service may still be flushing it)."""
-    deadline = time.monotonic() + 30
-    while True:
-        run = read_offline_run(find_offline_runs(root)[0], wait=120)
-        if any(k == key or k.startswith(key + "/") for row in run.history for k in row):
-            return run
-        if time.monotonic() > deadline:
-            return run
-        time.sleep(0.5)
+    """Read the offline run back once complete (its exit record written), and check it logged ``key``."""
+    run = read_offline_run(find_offline_runs(root)[0], wait=120)
+    assert any(k == key or k.startswith(key + "/") for row in run.history for k in row), f"{key!r} never logged"
+    return run
 
 
 def _net(lr=0.1):
