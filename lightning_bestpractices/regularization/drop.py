@@ -23,6 +23,7 @@ from torchvision.ops import StochasticDepth
 
 from lightning_bestpractices.errors import ArgumentError
 from lightning_bestpractices.uncertainty import RowRandom, register_stochastic
+from lightning_bestpractices.uncertainty.seeded import BUILT_IN_FORWARDS
 
 __all__ = ["check_drop_p", "linear_drop_path_rates", "DropPath", "DropConnect"]
 
@@ -80,17 +81,12 @@ class DropPath(StochasticDepth):
         super().__init__(check_drop_p(p), mode)
 
 
-def _drop_path_seeded(module: DropPath, x: Tensor, rng: RowRandom) -> Tensor:
-    p = float(module.p)
-    if p == 0.0:
-        return x
-    rng.check_rows(x, module)
-    keep = rng.keep_mask((1,) * (x.dim() - 1), p, x.dtype, per_input=module.mode == "row")
-    return x * keep.mul_(_survivor_scale(p))
+# DropPath is a StochasticDepth: it draws its masks with the built-in seeded forward (exact at p == 1 too)
+_drop_path_seeded = BUILT_IN_FORWARDS[StochasticDepth]
 
 
 def _survivor_scale(p: float) -> float:
-    """``1 / (1 - p)``; at ``p == 1`` (set after construction, which mc_predict accepts) every unit is dropped,
+    """DropConnect's ``1 / (1 - p)``; at ``p == 1`` (set after construction, which mc_predict accepts) every weight is dropped,
     the mask is all zeros, and any finite scale gives the same zeros."""
     return 1.0 / (1.0 - p) if p < 1.0 else 0.0
 
