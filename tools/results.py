@@ -163,7 +163,7 @@ def render_page(data: dict[str, Any], claims: list[dict[str, Any]]) -> str:
             entry = data["claims"].get(claim["id"], {**claim, "measured": False, "why_not": "not run yet"})
             out += [f"### {claim['title']}", "", f"<!-- claim: {claim['id']} -->", "",
                     f"**What the seed says** ({claim['seed']}): {claim['says']}", "",
-                    f"**What we measured:**", "", claim_table(entry).rstrip(), ""]
+                    "**What we measured:**", "", claim_table(entry).rstrip(), ""]
             if claim.get("note"):
                 out += [claim["note"], ""]
     return "\n".join(out).rstrip() + "\n"
