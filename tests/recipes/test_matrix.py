@@ -41,6 +41,7 @@ def test_every_recipe_is_in_the_matrix():
 def _print_config(script: Path, capsys) -> str:
     spec = importlib.util.spec_from_file_location(f"recipe_{script.stem}", script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # jsonargparse resolves the recipe's (string) annotations through it
     spec.loader.exec_module(module)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
