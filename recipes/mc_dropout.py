@@ -23,8 +23,6 @@ own ``test_mc_*.png``. The run's seed (``seed_everything``) sets the weights, th
 dropout masks. Every hyperparameter, with its reason, is in ``recipes/configs/mc_dropout.yaml``.
 """
 
-from __future__ import annotations
-
 import time
 from pathlib import Path
 

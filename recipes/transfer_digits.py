@@ -27,8 +27,6 @@ at the results (see recipes/README.md). Every hyperparameter, with its reason, i
 ``recipes/configs/transfer_digits.yaml``.
 """
 
-from __future__ import annotations
-
 import copy
 from collections.abc import Sequence
 from pathlib import Path
@@ -244,7 +242,9 @@ class ValCurve(Callback):
         self.epochs: list[int] = []
         self.acc: list[float] = []
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_validation_end, not on_validation_epoch_end: the task logs val/acc in its own epoch-end hook, which
+        # Lightning runs after the callbacks' one
         if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
             self.epochs.append(trainer.current_epoch)
             self.acc.append(float(trainer.callback_metrics["val/acc"]))
