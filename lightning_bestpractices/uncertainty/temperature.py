@@ -10,12 +10,18 @@ What this adds over writing the three lines yourself:
   autograd is off and inference tensors cannot be saved for backward. The fit leaves inference mode, enables
   grad and clones its inputs out of it; it runs in fp32 also under ``bf16-mixed`` autocast;
 * LBFGS (strong Wolfe line search) on log T, so T stays positive without clamping; ``binary`` logits
-  ``(B,)``/``(N, B)`` are fitted as two-class logits ``[0, z]``.
+  ``(B,)``/``(N, B)`` are fitted as two-class logits ``[0, z]``;
+* a degenerate fit is not returned silently. When the held-out set has (almost) no errors, the NLL keeps falling
+  as T -> 0 and the "best" T is a numerical accident (1e-3, say) that makes every test prediction certain. The
+  temperature is kept in ``[min_t, max_t]``; a fit that ends on a bound is returned as that bound with a warning
+  that says why. For deterministic logits the NLL is convex in 1/T, so the bound is then the exact constrained
+  optimum.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import torch
@@ -56,6 +62,8 @@ def fit_temperature(
     *,
     task: Literal["multiclass", "binary"] = "multiclass",
     max_iter: int = 100,
+    min_t: float = 0.05,
+    max_t: float = 20.0,
 ) -> float:
     """The T > 0 that minimises the NLL of ``targets`` under ``logits / T`` (one scalar, LBFGS, fp32).
 
@@ -65,6 +73,7 @@ def fit_temperature(
         targets: class indices ``(B,)``.
         task: ``"multiclass"`` (softmax) or ``"binary"`` (sigmoid).
         max_iter: LBFGS iterations.
+        min_t, max_t: the range T is kept in; ending on either bound warns (the held-out data cannot pin T).
 
     Examples:
         >>> g = torch.Generator().manual_seed(0)
@@ -73,6 +82,13 @@ def fit_temperature(
         >>> t = fit_temperature(z, y)
         >>> round(fit_temperature(4 * z, y) / t, 3)  # logits 4x larger: a 4x larger temperature
         4.0
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     fit_temperature(10 * torch.nn.functional.one_hot(y, 3).float(), y)  # no errors: T -> 0
+        0.05
+        >>> "no interior optimum" in str(caught[0].message)
+        True
     """
     if task not in ("multiclass", "binary"):
         raise ArgumentError(f"`task` must be 'multiclass' or 'binary', got {task!r}")
@@ -92,6 +108,8 @@ def fit_temperature(
         )
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ArgumentError(f"`max_iter` must be an int >= 1, got {max_iter!r}")
+    if not (isinstance(min_t, (int, float)) and isinstance(max_t, (int, float)) and 0 < min_t < 1 < max_t):
+        raise ArgumentError(f"`min_t` and `max_t` must satisfy 0 < min_t < 1 < max_t, got {min_t!r} and {max_t!r}")
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(logits.device.type, enabled=False):
         z = logits.detach().clone().float()  # a normal tensor, also when the input is an inference tensor
         y = targets.detach().clone().long().to(z.device)
@@ -105,4 +123,20 @@ def fit_temperature(
             return loss
 
         opt.step(closure)
-        return float(log_t.detach().exp())
+        t = float(log_t.detach().exp())
+        with torch.no_grad():  # the bounds beat the fit when the NLL keeps falling towards them (no optimum inside)
+            nll = {b: float(temperature_nll(z, y, torch.tensor(b), task)) for b in (min_t, max_t)}
+            fitted = float(temperature_nll(z, y, torch.tensor(min(max(t, min_t), max_t)), task)) \
+                if math.isfinite(t) else math.inf
+    bound = min(nll, key=nll.get)
+    if not math.isfinite(t) or not min_t < t < max_t or nll[bound] <= fitted:
+        probs = _as_classes(z, task).softmax(-1)
+        errors = int((probs.mean(0) if probs.dim() == 3 else probs).argmax(-1).ne(y).sum())
+        warnings.warn(
+            f"fit_temperature: the held-out NLL has no interior optimum in [{min_t}, {max_t}] (it keeps falling "
+            f"towards T={bound}; the held-out set has {errors} argmax error(s) in {y.numel()}). Returning "
+            f"T={bound}: this data cannot calibrate the model; use a larger or harder held-out set.",
+            stacklevel=2,
+        )
+        return float(bound)
+    return t

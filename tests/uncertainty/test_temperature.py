@@ -157,3 +157,22 @@ def test_mixin_calibrate_needs_a_datamodule_and_classification():
         model.configure_mc_dropout(4, calibrate="yes")
     with pytest.raises(ValueError, match="task='regression'"):
         model.configure_mc_dropout(4, task="regression", calibrate=True)
+
+
+def test_a_held_out_set_without_errors_cannot_pin_the_temperature():
+    """The failure the MC dropout recipe hit: validation nearly error-free, the unbounded fit ran T to ~1e-3 and made
+    every test prediction certain. Now the bound is returned, with a warning that says why."""
+    import warnings
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, 4, (300,), generator=g)
+    mc = 6 * torch.nn.functional.one_hot(y, 4).float() + 0.5 * torch.randn(8, 300, 4, generator=g)  # all correct
+    with pytest.warns(UserWarning, match=r"no interior optimum .* 0 argmax error\(s\) in 300"):
+        assert fit_temperature(mc, y, min_t=0.1) == 0.1
+    noisy = 2 * torch.nn.functional.one_hot(y, 4).float() + torch.randn(300, 4, generator=g)  # errors: interior
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = fit_temperature(noisy, y, min_t=0.1)
+    assert 0.1 < t < 20
+    with pytest.raises(ValueError, match="`min_t` and `max_t` must satisfy 0 < min_t < 1 < max_t, got 2 and 20"):
+        fit_temperature(noisy, y, min_t=2)
