@@ -12,9 +12,12 @@ The dropout rate is one config field, ``model.net.init_args.dropout``. The accur
 (``train/acc``) is measured with dropout switched on and on moving weights, so it is no fair match for the
 validation accuracy. This recipe measures both splits the same way: at the end of every validation epoch, and once
 more after fit, it runs the whole training split and the whole validation split through the model in eval mode
-(dropout off, under the run's precision) and logs ``train/acc_eval``, ``val/acc_eval`` and
-``gap = train/acc_eval - val/acc_eval``; the per-epoch gap is the ``gap`` series. Each rank measures the full splits
-itself (the weights are identical on every rank), so the numbers do not depend on the device count.
+(dropout off, under the run's precision) and logs ``train/acc_eval``, ``val/acc_eval``,
+``gap = train/acc_eval - val/acc_eval``, the same for the loss (``train/loss_eval``, ``val/loss_eval``,
+``gap_loss = val - train``: it still moves when both accuracies have saturated) and, after fit, ``val/acc`` (the
+eval-mode validation accuracy, the metric the moons sweep ranks); the per-epoch gaps are the ``gap`` and
+``gap_loss`` series. Each rank measures the full splits itself (the weights are identical on every rank), so the
+numbers do not depend on the device count.
 Every hyperparameter, with its reason, is in ``recipes/configs/dropout.yaml`` (moons) and
 ``recipes/configs/dropout_digits.yaml`` (digits).
 """
@@ -32,25 +35,25 @@ from lightning_bestpractices.tasks import Classifier
 
 
 @torch.no_grad()
-def eval_mode_accuracy(trainer: L.Trainer, model: Classifier, split: str, chunk: int = 4096) -> float:
-    """Accuracy of ``model`` on the data module's whole ``split``, in eval mode, under the trainer's precision."""
+def eval_mode_scores(trainer: L.Trainer, model: Classifier, split: str, chunk: int = 4096) -> tuple[float, float]:
+    """Accuracy and mean loss of ``model`` on the data module's whole ``split``, in eval mode, under the trainer's
+    precision (as a validation step computes them)."""
     x, y = trainer.datamodule.splits[split]
     was_training = model.training
     model.eval()
-    correct = 0
+    correct, loss_sum = 0, 0.0
     try:
         for start in range(0, x.shape[0], chunk):
             with trainer.precision_plugin.forward_context():
                 logits = model(x[start : start + chunk]).float()
             target = y[start : start + chunk]
-            if model.task == "binary":
-                pred, target = (logits.view(-1) > 0).long(), target.view(-1).long()
-            else:
-                pred, target = logits.argmax(-1), target.view(-1).long()
+            target = target.to(logits.dtype).view_as(logits) if model.task == "binary" else target.view(-1).long()
+            loss_sum += float(model.loss_fn(logits, target)) * logits.shape[0]
+            pred = (logits > 0).to(target.dtype) if model.task == "binary" else logits.argmax(-1)
             correct += int((pred == target).sum())
     finally:
         model.train(was_training)
-    return correct / x.shape[0]
+    return correct / x.shape[0], loss_sum / x.shape[0]
 
 
 class EvalModeGap(L.Callback):
@@ -59,19 +62,22 @@ class EvalModeGap(L.Callback):
     def __init__(self) -> None:
         self.epochs: list[int] = []
         self.gaps: list[float] = []
+        self.loss_gaps: list[float] = []
 
     def measure(self, trainer: L.Trainer, model: Classifier) -> dict[str, float]:
-        train, val = eval_mode_accuracy(trainer, model, "train"), eval_mode_accuracy(trainer, model, "val")
-        return {"train/acc_eval": train, "val/acc_eval": val, "gap": train - val}
+        (train_acc, train_loss), (val_acc, val_loss) = (eval_mode_scores(trainer, model, s) for s in ("train", "val"))
+        return {"train/acc_eval": train_acc, "val/acc_eval": val_acc, "gap": train_acc - val_acc,
+                "train/loss_eval": train_loss, "val/loss_eval": val_loss, "gap_loss": val_loss - train_loss}
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not isinstance(trainer.datamodule, InMemoryDataModule):
             return
         values = self.measure(trainer, pl_module)
-        # the same value on every rank (full splits, identical weights): nothing to reduce
-        pl_module.log_dict(values, sync_dist=False, rank_zero_only=False)
+        # the same value on every rank (full splits, identical weights): the mean over ranks changes nothing
+        pl_module.log_dict(values, sync_dist=True)
         self.epochs.append(trainer.current_epoch)
         self.gaps.append(values["gap"])
+        self.loss_gaps.append(values["gap_loss"])
 
 
 class DropoutCLI(BestPracticesCLI):
@@ -85,6 +91,8 @@ class DropoutCLI(BestPracticesCLI):
         if gap.epochs:
             self.add_series("gap", x=gap.epochs, y=gap.gaps, xlabel="epoch",
                             ylabel="train acc - val acc (both in eval mode)")
+            self.add_series("gap_loss", x=gap.epochs, y=gap.loss_gaps, xlabel="epoch",
+                            ylabel="val loss - train loss (both in eval mode)")
 
 
 def dropout_rate(model: torch.nn.Module) -> float:
