@@ -20,21 +20,28 @@ gradient is the gradient of the mean loss over all k x batch samples. With the s
 and the same shuffle (the loader's permutation depends on the data seed and the epoch, not on the batch size),
 batch 32 x 4 therefore makes the same optimizer steps as batch 128, up to float rounding; 1024 is divisible by
 128, so no accumulation window is ever cut short. It is exact only without BatchNorm (which normalizes each
-32-sample batch by its own statistics) and without dropout (different masks). To check it, every run saves its
-final weights as ``final_weights.pt`` (a float32 state dict) in its run folder and reports the
-``weights/l2`` norm; :func:`max_weight_difference` compares two run folders. tests/recipes/test_batch_size_recipe.py
-runs 128, 32 x 4 and 32 in one process and asserts that the first two agree and the third does not. Every
-hyperparameter, with its reason, is in ``recipes/configs/batch_size.yaml``.
+32-sample batch by its own statistics) and without dropout (different masks).
+
+The check is part of every run with accumulation (k > 1, one process): after fit the recipe trains two references
+in the same process, from the same initial weights over the same data order, and reports the largest parameter
+difference to each: ``accum/max_weight_diff`` against batch ``k x batch`` without accumulation (float rounding
+only) and ``accum/max_weight_diff_unaccumulated`` against ``batch`` without accumulation (k times as many, smaller
+steps: a real difference, so the check can fail). Every run also saves its final weights as ``final_weights.pt``
+(a float32 state dict) in its run folder; :func:`max_weight_difference` compares two run folders, e.g. the sweep's
+``b128`` and ``b32x4`` runs of one seed. Every hyperparameter, with its reason, is in
+``recipes/configs/batch_size.yaml``.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_bestpractices._logging import run_dir
 from lightning_bestpractices.cli import BestPracticesCLI
@@ -75,6 +82,42 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop(trainer)  # epochs without validation
+
+
+class StartWeights(L.Callback):
+    """Keep a copy of the parameters as they are when fit starts (the initial weights the references start from)."""
+
+    def __init__(self) -> None:
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+def train_reference(trainer: L.Trainer, model: Classifier, start: dict[str, torch.Tensor], batch_size: int) -> Classifier:
+    """Train a copy of ``model`` from ``start`` at ``batch_size`` without accumulation, otherwise as ``trainer``
+    trained: same epochs, data order, precision, device, clipping. Single process only."""
+    dm = trainer.datamodule
+    k = trainer.accumulate_grad_batches
+    limit = trainer.limit_train_batches
+    limit = limit * batch_size // dm.batch_size // k if isinstance(limit, int) else limit  # same samples per epoch
+    device = trainer.strategy.root_device
+    ref = type(model)(copy.deepcopy(model.net), **{k: v for k, v in model.hparams.items() if not k.startswith("_")})
+    ref.load_state_dict(start)
+    ref_trainer = L.Trainer(
+        accelerator=device.type, devices=[device.index or 0] if device.type == "cuda" else 1,
+        precision=trainer.precision, max_epochs=trainer.max_epochs, max_steps=trainer.max_steps,
+        limit_train_batches=limit, limit_val_batches=0, num_sanity_val_steps=0,
+        gradient_clip_val=trainer.gradient_clip_val, gradient_clip_algorithm=trainer.gradient_clip_algorithm,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(run_dir(trainer)))
+    saved = dm.batch_size, dm.trainer
+    dm.batch_size = batch_size
+    try:
+        ref_trainer.fit(ref, dm)
+    finally:
+        dm.batch_size, dm.trainer = saved
+    return ref
 
 
 def final_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -118,15 +161,31 @@ class BatchSizeCLI(BestPracticesCLI):
             self.add_series("epoch_cpu_s", x=epochs, y=timer.cpu, xlabel="epoch",
                             ylabel="training thread CPU time (s)")
         self.add_metrics(metrics)
+        self._check_accumulation(weights)
         if trainer.is_global_zero and not trainer.fast_dev_run:  # fast_dev_run writes nothing
             folder = run_dir(trainer)
             folder.mkdir(parents=True, exist_ok=True)
             torch.save(weights, folder / WEIGHTS_FILE)
 
 
+    def _check_accumulation(self, weights: dict[str, torch.Tensor]) -> None:
+        trainer, k = self.trainer, self.trainer.accumulate_grad_batches
+        if k == 1 or trainer.fast_dev_run:
+            return
+        if trainer.world_size > 1:  # the references would need a process group of their own
+            rank_zero_info("batch_size: the accumulation check runs on one process only; skipped")
+            return
+        start = next(cb for cb in trainer.callbacks if isinstance(cb, StartWeights)).weights
+        batch = trainer.datamodule.batch_size
+        large = train_reference(trainer, self.model, start, batch * k)
+        small = train_reference(trainer, self.model, start, batch)
+        self.add_metrics({"accum/max_weight_diff": max_weight_difference(weights, final_weights(large)),
+                          "accum/max_weight_diff_unaccumulated": max_weight_difference(weights, final_weights(small))})
+
+
 def main(args=None) -> BatchSizeCLI:
     return BatchSizeCLI(Classifier, DigitsDataModule, args=args,
-                        trainer_defaults={"callbacks": [EpochTimer()]},
+                        trainer_defaults={"callbacks": [EpochTimer(), StartWeights()]},
                         default_config=Path(__file__).parent / "configs" / "batch_size.yaml")
 
 

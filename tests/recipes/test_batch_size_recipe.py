@@ -38,13 +38,18 @@ def runs(tmp_path_factory):
 
 
 def test_accumulated_batches_end_on_the_large_batch_weights(runs):
-    recipe, out, _ = runs
+    recipe, out, metrics = runs
     same = recipe.max_weight_difference(out / "b128", out / "b32x4")
     different = recipe.max_weight_difference(out / "b128", out / "b32")
     # float rounding only (four partial sums of 32 rows instead of one of 128); the check can fail: without the
     # accumulation the same seed and data order give weights that differ by orders of magnitude more
     assert same < 1e-5, same
     assert different > 1e-2, different
+    # the run with accumulation checks itself against in-process references: the same numbers as the separate runs
+    m = metrics["b32x4"]["metrics"]
+    assert m["accum/max_weight_diff"] == pytest.approx(same, abs=1e-9)
+    assert m["accum/max_weight_diff_unaccumulated"] == pytest.approx(different, abs=1e-9)
+    assert "accum/max_weight_diff" not in metrics["b128"]["metrics"], "no accumulation, nothing to check"
     w = torch.load(out / "b128" / recipe.WEIGHTS_FILE, weights_only=True)
     assert sorted(w) == [f"net.net.{i}.{p}" for i in (0, 2, 4) for p in ("bias", "weight")]  # 3 Linear layers
     assert all(t.dtype == torch.float32 for t in w.values())
