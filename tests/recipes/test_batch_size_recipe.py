@@ -66,3 +66,13 @@ def test_steps_batches_and_times_are_reported(runs):
     for name, s in metrics.items():
         assert 0 < s["metrics"]["time/epoch_cpu_s"] and 0 < s["metrics"]["time/epoch_wall_s"], name
         assert len(s["series"]["epoch_wall_s"]["y"]) == 2 and 0 <= s["metrics"]["val/acc"] <= 1
+
+
+def test_the_in_run_check_follows_a_batch_limit(tmp_path):
+    """``limit_train_batches`` counts batches of the run's size: the references must see the same samples."""
+    recipe = _recipe()
+    recipe.main(["fit", *QUIET, "--data.batch_size=16", "--trainer.accumulate_grad_batches=4",
+                 "--trainer.limit_train_batches=8", f"--run_dir={tmp_path}"])
+    m = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert m["optimizer_steps"] == 4  # 2 epochs x 8 batches / 4
+    assert m["accum/max_weight_diff"] < 1e-5 < 1e-2 < m["accum/max_weight_diff_unaccumulated"]
