@@ -5,8 +5,8 @@ than the model step for small models. :class:`TensorLoader` slices batches strai
 training device, shuffles with a seeded generator (the same permutation on every rank), and shards by rank the way
 ``DistributedSampler`` does, so every rank runs the same number of optimizer steps.
 
-:class:`InMemoryDataModule` is the reusable shell; :class:`MoonsDataModule` and :class:`DigitsDataModule` are built-in
-datasets that need no network. :class:`VisionDataModule` wraps torchvision datasets (MNIST, FashionMNIST, CIFAR10,
+:class:`InMemoryDataModule` is the reusable shell; :class:`MoonsDataModule`, :class:`DigitsDataModule` and
+:class:`RegressionDataModule` (diabetes or a synthetic set by default) are built-in datasets that need no network. :class:`VisionDataModule` wraps torchvision datasets (MNIST, FashionMNIST, CIFAR10,
 FakeData) for users who have them or can download them.
 """
 
@@ -21,7 +21,15 @@ from torch import Tensor
 
 from lightning_bestpractices.errors import ArgumentError
 
-__all__ = ["TensorLoader", "InMemoryDataModule", "MoonsDataModule", "DigitsDataModule", "VisionDataModule"]
+__all__ = [
+    "TensorLoader",
+    "InMemoryDataModule",
+    "MoonsDataModule",
+    "DigitsDataModule",
+    "RegressionDataModule",
+    "Standardization",
+    "VisionDataModule",
+]
 
 Split = tuple[Tensor, ...]
 
@@ -338,6 +346,181 @@ class DigitsDataModule(InMemoryDataModule):
             if name == "train" and self.train_limit is not None:
                 idx = idx[: self.train_limit]
             splits[name] = (x[idx], y[idx]) if len(idx) else None
+        splits["predict"] = splits["test"] or splits["val"]
+        return splits
+
+
+class Standardization:
+    """Per-column ``(x - mean) / std`` with statistics fitted on one tensor (the training split) only.
+
+    Fitting on the training split alone keeps validation and test data out of the preprocessing: statistics taken
+    over all the data would leak the held-out rows' location and spread into training. Columns with zero spread
+    (a constant feature) get ``std = 1``, so they map to 0 instead of NaN.
+
+    Args:
+        mean, std: per-column statistics, shape ``(columns,)``.
+
+    Examples:
+        >>> train = torch.tensor([[1.0, 10.0], [3.0, 10.0]])
+        >>> s = Standardization.fit(train)
+        >>> s.mean.tolist(), s.std.tolist()
+        ([2.0, 10.0], [1.0, 1.0])
+        >>> s(torch.tensor([[4.0, 12.0]])).tolist()          # other splits reuse the training statistics
+        [[2.0, 2.0]]
+        >>> s.inverse(s(train)).tolist() == train.tolist()
+        True
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if mean.shape != std.shape or mean.ndim != 1:
+            raise ArgumentError(f"`mean` and `std` must be 1-D of one shape, got {tuple(mean.shape)} and "
+                                f"{tuple(std.shape)}")
+        if not bool((std > 0).all()):
+            raise ArgumentError(f"`std` must be > 0, got {std.tolist()!r}")
+        self.mean, self.std = mean, std
+
+    @classmethod
+    def fit(cls, x: Tensor) -> Standardization:
+        """Statistics of ``x`` (rows = samples): column means and population standard deviations."""
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ArgumentError(f"`x` must be (n >= 2, columns), got shape {tuple(x.shape)}")
+        x = x.double()
+        std = x.std(0, correction=0)
+        return cls(x.mean(0).float(), torch.where(std > 0, std, torch.ones_like(std)).float())
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.device, x.dtype)) / self.std.to(x.device, x.dtype)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """Map standardized values back to the original units."""
+        return z * self.std.to(z.device, z.dtype) + self.mean.to(z.device, z.dtype)
+
+    def __repr__(self) -> str:
+        return f"Standardization(mean={self.mean.tolist()}, std={self.std.tolist()})"
+
+
+class RegressionDataModule(InMemoryDataModule):
+    """Tabular regression data, split once (seeded) and standardized with the training split's statistics.
+
+    Datasets:
+
+    * ``"diabetes"`` (default, offline): ``sklearn.datasets.load_diabetes``, 442 patients, 10 features, a disease
+      progression score one year later; it ships inside scikit-learn.
+    * ``"synthetic"`` (offline): ``sklearn.datasets.make_friedman1`` (``n_samples`` points, ``n_features`` inputs
+      of which 5 matter, non-linearly, plus Gaussian ``noise``), drawn with ``seed``.
+    * ``"california"`` (needs network once): ``sklearn.datasets.fetch_california_housing``, 20,640 districts, 8
+      features, median house value in units of $100,000, downloaded to ``data_home`` (scikit-learn's default
+      folder when ``None``) the first time. Lightning calls :meth:`prepare_data` on one process per node, so the
+      download happens once.
+
+    The inputs are always standardized (:class:`Standardization` fitted on the training split only). With
+    ``standardize_target`` (the default) the target is standardized too and :attr:`target_standardization` holds
+    its statistics; :class:`~lightning_bestpractices.tasks.Regressor` picks them up at ``setup`` and reports its
+    metrics (MSE, RMSE) in the target's original units. Why standardize the target: the network's output layer
+    starts with outputs of order 1, while the diabetes score has a mean near 150 and a spread near 77, so on the raw
+    target the first steps only chase the mean, the squared errors (and so the gradients) are thousands of times
+    larger than on a unit-scale target, and a learning rate that suits one dataset does not suit another.
+
+    Targets are float ``(n, 1)``.
+
+    Args:
+        dataset: ``"diabetes"``, ``"synthetic"`` or ``"california"``.
+        val_fraction / test_fraction: fractions held out (seeded random split).
+        standardize_target: also standardize the target (with training statistics).
+        n_samples / n_features / noise: size, input width (>= 5) and noise std of the synthetic set.
+        data_home: download folder of the California data.
+        batch_size: training batch size per rank.
+        seed: split, synthetic-data and shuffle seed.
+
+    Examples:
+        >>> dm = RegressionDataModule("diabetes", seed=0)
+        >>> dm.setup("fit")
+        >>> x, y = dm.splits["train"]
+        >>> tuple(x.shape), tuple(y.shape), dm.num_features
+        ((266, 10), (266, 1), 10)
+        >>> round(float(x.mean()), 6) + 0.0, round(float(x.std(0, correction=0).mean()), 6)   # training statistics
+        (0.0, 1.0)
+        >>> 140 < float(dm.target_standardization.mean) < 165    # the score's mean, in original units
+        True
+    """
+
+    DATASETS = ("diabetes", "synthetic", "california")
+
+    def __init__(
+        self,
+        dataset: str = "diabetes",
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        standardize_target: bool = True,
+        n_samples: int = 1000,
+        n_features: int = 10,
+        noise: float = 1.0,
+        data_home: str | None = None,
+        batch_size: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, seed=seed)
+        if dataset not in self.DATASETS:
+            raise ArgumentError(f"`dataset` must be one of {self.DATASETS}, got {dataset!r}")
+        for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 <= frac < 1:
+                raise ArgumentError(f"`{name}` must be in [0, 1), got {frac!r}")
+        if val_fraction + test_fraction >= 1:
+            raise ArgumentError(f"`val_fraction + test_fraction` must be < 1, got {val_fraction + test_fraction!r}")
+        if n_samples < 10:
+            raise ArgumentError(f"`n_samples` must be >= 10, got {n_samples!r}")
+        if n_features < 5:
+            raise ArgumentError(f"`n_features` must be >= 5 (make_friedman1 uses 5), got {n_features!r}")
+        if noise < 0:
+            raise ArgumentError(f"`noise` must be >= 0, got {noise!r}")
+        self.dataset, self.val_fraction, self.test_fraction = dataset, val_fraction, test_fraction
+        self.standardize_target = standardize_target
+        self.n_samples, self.n_features, self.noise = n_samples, n_features, noise
+        self.data_home = data_home
+        self.feature_standardization: Standardization | None = None
+        self.target_standardization: Standardization | None = None
+
+    @property
+    def num_features(self) -> int:
+        """Input width: 10 (diabetes), 8 (california) or ``n_features`` (synthetic)."""
+        return {"diabetes": 10, "california": 8}.get(self.dataset, self.n_features)
+
+    def prepare_data(self) -> None:
+        if self.dataset == "california":  # download once per node, before setup runs on every process
+            from sklearn.datasets import fetch_california_housing
+
+            fetch_california_housing(data_home=self.data_home, download_if_missing=True)
+
+    def load(self) -> tuple[Tensor, Tensor]:
+        """The whole dataset, unsplit and unscaled: ``x`` float ``(n, features)``, ``y`` float ``(n, 1)``."""
+        if self.dataset == "diabetes":
+            from sklearn.datasets import load_diabetes
+
+            x, y = load_diabetes(return_X_y=True)
+        elif self.dataset == "synthetic":
+            from sklearn.datasets import make_friedman1
+
+            x, y = make_friedman1(self.n_samples, n_features=self.n_features, noise=self.noise,
+                                  random_state=self.seed)
+        else:
+            from sklearn.datasets import fetch_california_housing
+
+            x, y = fetch_california_housing(data_home=self.data_home, download_if_missing=False, return_X_y=True)
+        return torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32).view(-1, 1)
+
+    def build_splits(self) -> dict[str, Split | None]:
+        x, y = self.load()
+        n = x.shape[0]
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        n_val, n_test = round(n * self.val_fraction), round(n * self.test_fraction)
+        idx = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+        self.feature_standardization = Standardization.fit(x[idx["train"]])
+        self.target_standardization = Standardization.fit(y[idx["train"]]) if self.standardize_target else None
+        fx = self.feature_standardization
+        fy = self.target_standardization or (lambda t: t)
+        splits: dict[str, Split | None] = {
+            name: (fx(x[i]), fy(y[i])) if len(i) else None for name, i in idx.items()}
         splits["predict"] = splits["test"] or splits["val"]
         return splits
 

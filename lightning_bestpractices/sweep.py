@@ -7,7 +7,7 @@ Every study in the package (optimizers, schedules, dropout rates, batch sizes, s
     metric: val/acc                      # ranked in the comparison plot (mean +- std over seeds)
     mode: max                            # max | min: which end is better
     series: val/acc                      # optional: a curve drawn per setting (a recipe series or a history key)
-    args: ["--trainer.max_epochs=30"]    # overrides for every run
+    args: ["--trainer.max_epochs=30"]    # overrides for every run (a relative --config=PATH: from the repository)
     variants:                            # optional named settings, each a list of overrides
       sgd: ["--model.optim.optimizer=sgd", "--model.optim.lr=0.1"]
       adam: ["--model.optim.optimizer=adam", "--model.optim.lr=0.001"]
@@ -154,7 +154,30 @@ def load_sweep(path: str | Path) -> Sweep:
         recipe = (base / recipe) if base is not None else recipe.resolve()
     if not recipe.is_file():
         raise ArgumentError(f"{path}: `recipe` not found: {str(recipe)!r}")
+    root = recipe.parent.parent  # the repository: runs start in their own folder, so relative configs point here
+    for key in ("args", "variants"):
+        if key in spec:
+            spec[key] = _resolve_configs(spec[key], root)
     return Sweep(name=path.stem, recipe=recipe, **spec)
+
+
+def _resolve_configs(overrides: Any, root: Path) -> Any:
+    """``--config=REL`` overrides (in a list, or in a dict of lists) made absolute against the repository.
+
+    Examples:
+        >>> _resolve_configs(["--config=recipes/configs/x.yaml", "--a=1"], Path("/repo"))
+        ['--config=/repo/recipes/configs/x.yaml', '--a=1']
+    """
+    if isinstance(overrides, dict):
+        return {name: _resolve_configs(value, root) for name, value in overrides.items()}
+    if not isinstance(overrides, list):
+        return overrides
+    out = []
+    for item in overrides:
+        if isinstance(item, str) and item.startswith("--config=") and not Path(item[9:]).is_absolute():
+            item = f"--config={root / item[9:]}"
+        out.append(item)
+    return out
 
 
 def _launch(sweep: Sweep, run: Run, out: Path, extra: Sequence[str]) -> subprocess.Popen:

@@ -1,5 +1,7 @@
 """LightningModules that wrap a plain ``nn.Module`` for a task (loss, torchmetrics metrics, optimizer).
 
+:class:`Classifier` (binary or multiclass) and :class:`Regressor` (mean squared error) share one shape.
+
 The optimizer and schedule come from an :class:`~lightning_bestpractices.optim.OptimConfig` (``optim=``), through
 :class:`~lightning_bestpractices.optim.OptimizerMixin`: by default AdamW, no weight decay on norm parameters and
 biases, and a cosine schedule over the run's real optimizer steps.
@@ -29,7 +31,7 @@ from lightning_bestpractices.errors import ArgumentError
 from ._logging import log_figure
 from .optim.mixin import OptimConfig, OptimizerMixin
 
-__all__ = ["Classifier", "DEFAULT_OPTIM", "DecisionBoundary", "plot_decision_boundary"]
+__all__ = ["Classifier", "DEFAULT_OPTIM", "DecisionBoundary", "Regressor", "plot_decision_boundary"]
 
 #: The task's default: AdamW at the seed's LR and weight decay, decay only on weights (not norms and biases),
 #: cosine over the real optimizer steps down to 0.
@@ -183,6 +185,177 @@ class Classifier(OptimizerMixin, L.LightningModule):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         logits = self(x).float()
         return torch.sigmoid(logits) if self.task == "binary" else logits.softmax(-1)
+
+
+class Regressor(OptimizerMixin, L.LightningModule):
+    """Train a regressor with the mean squared error; report MSE, RMSE and R² in the target's original units.
+
+    Logs ``train/loss`` and ``train/rmse``, ``val/loss``, ``val/mse``, ``val/rmse``, ``val/r2`` per epoch
+    (``test/*`` likewise), through torchmetrics (``MeanSquaredError``, ``MeanSquaredError(squared=False)``,
+    ``R2Score``, ``MeanMetric`` for the sample-weighted loss), synchronised across processes at epoch end, with the
+    same buffered updates as :class:`Classifier` (``metric_update_every``). Optimizer and schedule come from
+    ``optim`` exactly as for :class:`Classifier`.
+
+    **Units.** ``loss`` is the training objective: the MSE on the targets the network is trained on. When the data
+    module standardizes the target (it has a ``target_standardization`` with ``mean`` and ``std``, as
+    :class:`~lightning_bestpractices.data.RegressionDataModule` does), the Regressor copies those statistics into its
+    ``target_mean`` / ``target_std`` buffers at ``setup``; predictions and targets are mapped back before the
+    metrics see them, so ``mse``/``rmse`` are in the original units (``loss`` stays in standardized units), and
+    ``predict_step`` returns predictions in the original units. The buffers are saved in checkpoints, so a model
+    loaded from one predicts in the original units without the data module.
+
+    Args:
+        net: the network; its output has ``num_targets`` columns.
+        num_targets: number of regression targets (output columns).
+        optim: an :class:`~lightning_bestpractices.optim.OptimConfig` or its fields as a mapping; fields not given
+            keep :data:`DEFAULT_OPTIM`.
+        lr, weight_decay: shorthands that override ``optim``'s ``lr`` / ``weight_decay``.
+        metric_update_every: batches buffered before the metrics are updated.
+
+    Examples:
+        >>> from lightning_bestpractices.models import MLP
+        >>> task = Regressor(MLP(10, [50, 40], 1, dropout=0.0, norm="none"))
+        >>> task.target_std.tolist()       # identity until a data module provides target statistics
+        [1.0]
+        >>> x, y = torch.randn(4, 10), torch.randn(4, 1)
+        >>> loss = task.training_step((x, y), 0)
+        >>> torch.allclose(loss, torch.nn.functional.mse_loss(task(x), y))
+        True
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_targets: int = 1,
+        optim: OptimConfig | dict[str, Any] | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        metric_update_every: int = 32,
+    ) -> None:
+        super().__init__()
+        if num_targets < 1:
+            raise ArgumentError(f"`num_targets` must be >= 1, got {num_targets!r}")
+        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+            raise ArgumentError(f"`lr` must be > 0, got {lr!r}")
+        if weight_decay is not None and not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+            raise ArgumentError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
+        if metric_update_every < 1:
+            raise ArgumentError(f"`metric_update_every` must be >= 1, got {metric_update_every!r}")
+        config = dict(DEFAULT_OPTIM)
+        if isinstance(optim, OptimConfig):
+            config = {f: getattr(optim, f) for f in optim.__dataclass_fields__}
+        elif optim is not None:
+            config.update(optim)
+        if lr is not None:
+            config["lr"] = lr
+        if weight_decay is not None:
+            config["weight_decay"] = weight_decay
+        self.save_hyperparameters(ignore=["net"])
+        self.optim = OptimConfig.from_any(config)
+        self.metric_update_every = metric_update_every
+        self.num_targets = num_targets
+        self.net = net
+        for prefix in self.optim.lr_multipliers:
+            try:
+                self.get_submodule(prefix)
+            except AttributeError:
+                raise ArgumentError(f"`lr_multipliers` key {prefix!r} is not a submodule of the model") from None
+        self.register_buffer("target_mean", torch.zeros(num_targets))
+        self.register_buffer("target_std", torch.ones(num_targets))
+        self.loss_fn = nn.MSELoss()
+        kw = {"num_outputs": num_targets}
+        self.mse = nn.ModuleDict({f"{s}_": torchmetrics.MeanSquaredError(**kw) for s in ("train", "val", "test")})
+        self.rmse = nn.ModuleDict(
+            {f"{s}_": torchmetrics.MeanSquaredError(squared=False, **kw) for s in ("train", "val", "test")})
+        self.r2 = nn.ModuleDict({f"{s}_": torchmetrics.R2Score(multioutput="uniform_average")
+                                 for s in ("train", "val", "test")})
+        self.mean_loss = nn.ModuleDict({f"{s}_": torchmetrics.MeanMetric() for s in ("train", "val", "test")})
+        self._pending: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]] = {
+            "train": [], "val": [], "test": []}
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        scale = getattr(dm, "target_standardization", None)
+        if scale is not None:
+            mean, std = torch.as_tensor(scale.mean).float().view(-1), torch.as_tensor(scale.std).float().view(-1)
+            if mean.numel() != self.num_targets:
+                raise ArgumentError(f"the data module's target statistics have {mean.numel()} columns, "
+                                    f"`num_targets` is {self.num_targets}")
+            self.target_mean.copy_(mean)
+            self.target_std.copy_(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def to_original_units(self, z: torch.Tensor) -> torch.Tensor:
+        """Map network outputs (or standardized targets) back to the target's original units."""
+        return z.float() * self.target_std + self.target_mean
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        pred = self(x)
+        target = y.to(torch.float32).view(pred.shape)
+        loss = self.loss_fn(pred.float(), target)
+        pending = self._pending[stage]
+        pending.append((pred.detach(), target, loss.detach(), x.shape[0]))
+        if len(pending) >= self.metric_update_every:
+            self._flush(stage)
+        return loss
+
+    def _flush(self, stage: str) -> None:
+        pending = self._pending[stage]
+        if not pending:
+            return
+        pred = self.to_original_units(torch.cat([p[0] for p in pending]))
+        target = self.to_original_units(torch.cat([p[1] for p in pending]))
+        losses = torch.stack([p[2] for p in pending]).float()
+        weights = torch.tensor([p[3] for p in pending], dtype=losses.dtype).to(losses.device, non_blocking=True)
+        pending.clear()
+        if self.num_targets == 1:
+            pred, target = pred.view(-1), target.view(-1)
+        self.mse[f"{stage}_"].update(pred, target)
+        self.rmse[f"{stage}_"].update(pred, target)
+        self.r2[f"{stage}_"].update(pred, target)
+        self.mean_loss[f"{stage}_"].update(losses, weight=weights)
+
+    def _log_epoch(self, stage: str) -> None:
+        self._flush(stage)
+        self.log(f"{stage}/loss", self.mean_loss[f"{stage}_"], prog_bar=stage != "test")
+        self.log(f"{stage}/rmse", self.rmse[f"{stage}_"], prog_bar=stage == "val")
+        if stage != "train":  # R² and MSE of the moving training weights say little; RMSE is kept as a trace
+            self.log(f"{stage}/mse", self.mse[f"{stage}_"])
+            self.log(f"{stage}/r2", self.r2[f"{stage}_"])
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def on_train_epoch_start(self) -> None:
+        self._pending["train"].clear()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_start(self) -> None:
+        self._pending["val"].clear()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self._pending["test"].clear()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.to_original_units(self(x))
 
 
 # ----------------------------------------------------------------------------------------------------------------
