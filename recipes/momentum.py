@@ -2,7 +2,7 @@
 
     python recipes/momentum.py fit                                    # GD on a 2-D quadratic, condition number 1000, CPU
     python recipes/momentum.py fit --model.optim.optimizer=momentum   # the same with heavy-ball momentum 0.9
-    python recipes/momentum.py fit --config recipes/configs/momentum_moons.yaml   # full-batch GD on two moons
+    python recipes/momentum.py fit --problem=moons                    # full-batch GD on two moons
     python recipes/momentum.py fit --trainer.devices=2 --trainer.strategy=ddp
     python recipes/momentum.py fit --trainer.precision=bf16-mixed
     python recipes/momentum.py fit --print_config > my.yaml && python recipes/momentum.py fit --config my.yaml
@@ -21,7 +21,7 @@ stops the run there.
   recipe reports that theory next to the measurement: ``theory/velocity_factor`` (the seed's ``1 / (1 - beta)``),
   ``theory/rate`` (the slowest mode's per-step contraction) and ``theory/speedup_vs_gd`` (the ratio of the
   asymptotic step counts, GD over this run's optimizer, at the same LR).
-* **Moons** (``recipes/configs/momentum_moons.yaml``): a small MLP classifier, loss = training BCE over all 800
+* **Moons** (``--problem=moons``: ``recipes/configs/momentum_moons.yaml`` is the default config then): a small MLP classifier, loss = training BCE over all 800
   points. There is no closed-form rate; the reported theory is the seed's ``1 / (1 - beta)``.
 
 Every hyperparameter, with its reason, is in ``recipes/configs/momentum.yaml`` and ``momentum_moons.yaml``.
@@ -30,8 +30,9 @@ Every hyperparameter, with its reason, is in ``recipes/configs/momentum.yaml`` a
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -162,6 +163,9 @@ class MomentumCLI(BestPracticesCLI):
     def add_arguments_to_parser(self, parser) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_lightning_class_args(StepsToThreshold, "threshold")
+        parser.add_argument("--problem", type=Literal["quadratic", "moons"], default="quadratic",
+                            help="which default config the run starts from: configs/momentum.yaml (quadratic) "
+                            "or configs/momentum_moons.yaml (moons); read before the config is parsed")
 
     def report(self) -> None:
         model = self.model
@@ -189,9 +193,24 @@ def _thin(history: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
     return kept if kept[-1] == history[-1] else [*kept, history[-1]]
 
 
+CONFIGS = {"quadratic": "momentum.yaml", "moons": "momentum_moons.yaml"}
+
+
+def _problem(argv: list[str]) -> str:
+    """``--problem`` picks the default config, so it is read from the command line before parsing."""
+    problem = "quadratic"
+    for i, arg in enumerate(argv):
+        if arg.startswith("--problem="):
+            problem = arg.split("=", 1)[1]
+        elif arg == "--problem" and i + 1 < len(argv):
+            problem = argv[i + 1]
+    return problem if problem in CONFIGS else "quadratic"  # a bad value is reported by the parser
+
+
 def main(args=None) -> MomentumCLI:
+    problem = _problem(list(sys.argv[1:] if args is None else args))
     return MomentumCLI(L.LightningModule, None, subclass_mode_model=True, args=args,
-                       default_config=Path(__file__).parent / "configs" / "momentum.yaml")
+                       default_config=Path(__file__).parent / "configs" / CONFIGS[problem])
 
 
 if __name__ == "__main__":
