@@ -432,11 +432,11 @@ class VisionDataModule(L.LightningDataModule):
             steps.append(v2.Normalize(list(hp.mean), list(hp.std)))
         return v2.Compose(steps)
 
-    def _dataset(self, train: bool) -> torch.utils.data.Dataset:
+    def _dataset(self, train: bool, augment: bool | None = None) -> torch.utils.data.Dataset:
         import torchvision
 
         hp = self.hparams
-        transform = self.transforms["train" if train else "val"]
+        transform = self.transforms["train" if (train if augment is None else augment) else "val"]
         if hp.name == "FakeData":
             n = 200 if train else 100
             return torchvision.datasets.FakeData(n, (1, 28, 28), 10, transform=transform, random_offset=int(train))
@@ -467,6 +467,8 @@ class VisionDataModule(L.LightningDataModule):
         n_val = min(self.hparams.val_size, len(train) // 5)
         g = torch.Generator().manual_seed(self.hparams.seed)
         train, val = torch.utils.data.random_split(train, [len(train) - n_val, n_val], generator=g)
+        if self.augment and n_val:  # validation images come out of the training files: serve them unaugmented
+            val = torch.utils.data.Subset(self._filter(self._dataset(True, augment=False)), val.indices)
         self.datasets = {"train": train, "val": val, "test": self._filter(self._dataset(False))}
 
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
