@@ -118,11 +118,11 @@ class ImageCNNCLI(BestPracticesCLI):
 
     def report(self) -> None:
         trainer, model, data = self.trainer, self.model, self.datamodule
+        fitted = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train/acc", "val/acc")}
         result = trainer.test(model, data, verbose=False)[0]  # collective: every rank runs it
-        metrics = {"test/acc": float(result["test/acc"]), "test/loss": float(result["test/loss"])}
-        train_acc, val_acc = trainer.callback_metrics.get("train/acc"), trainer.callback_metrics.get("val/acc")
-        if train_acc is not None and val_acc is not None:
-            metrics["train_val_gap"] = float(train_acc) - float(val_acc)
+        metrics = {"test/acc": float(result["test/acc"]), "test/loss": float(result["test/loss"]), **fitted}
+        if len(fitted) == 2:  # train accuracy is measured on augmented images, validation on originals
+            metrics["train_val_gap"] = fitted["train/acc"] - fitted["val/acc"]
         self.add_metrics(metrics)
         if trainer.is_global_zero and not trainer.fast_dev_run and data.augment:
             log_figure(trainer, "augmentation", augmentation_figure(data))
