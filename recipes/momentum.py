@@ -60,7 +60,7 @@ def heavy_ball_rate(lr: float, momentum: float, curvature: float) -> float:
         >>> round(heavy_ball_rate(1.0, 0.0, 0.001), 6)        # plain GD: 1 - lr * c
         0.999
         >>> round(heavy_ball_rate(1.0, 0.9, 0.001), 4)        # momentum 0.9 on the same direction
-        0.9888
+        0.9889
     """
     b = 1.0 + momentum - lr * curvature
     disc = b * b - 4.0 * momentum
