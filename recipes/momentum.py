@@ -20,7 +20,8 @@ stops the run there.
   ``1 - lr * lambda_min`` per step; momentum's rate there is the spectral radius of the heavy-ball iteration. The
   recipe reports that theory next to the measurement: ``theory/velocity_factor`` (the seed's ``1 / (1 - beta)``),
   ``theory/rate`` (the slowest mode's per-step contraction) and ``theory/speedup_vs_gd`` (the ratio of the
-  asymptotic step counts, GD over this run's optimizer, at the same LR).
+  asymptotic step counts, GD over this run's optimizer, at the same LR). The ``loss_curve`` series is log10 of the
+  loss per step.
 * **Moons** (``--problem=moons``: ``recipes/configs/momentum_moons.yaml`` is the default config then): a small MLP classifier, loss = training BCE over all 800
   points. There is no closed-form rate; the reported theory is the seed's ``1 / (1 - beta)``.
 
@@ -181,9 +182,9 @@ class MomentumCLI(BestPracticesCLI):
                                else _momentum_of(model.optim))
         self.add_metrics(metrics)
         if cb.history:
-            steps, losses = zip(*_thin(cb.history, 400))
-            self.add_series("loss_curve", x=list(steps), y=list(losses), xlabel="optimizer step",
-                            ylabel="training loss (full batch)")
+            steps, losses = zip(*_thin(cb.history, 400))  # log scale: the slow phase spans decades
+            self.add_series("loss_curve", x=list(steps), y=[math.log10(max(v, 1e-30)) for v in losses],
+                            xlabel="optimizer step", ylabel="log10 training loss (full batch)")
 
 
 def _thin(history: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
