@@ -23,6 +23,7 @@ __getattr__, __dir__, __all__ = attach(
             "VisionDataModule",
         ],
         ".models": ["MLP", "SmallCNN"],
+        ".measure": ["StepTimer", "StepsToThreshold"],
         ".health.parity": ["RankParity", "max_rank_difference"],
         ".tasks": ["Classifier", "DecisionBoundary", "Regressor", "plot_decision_boundary"],
         ".wandb_offline": ["OfflineRun", "find_offline_runs", "read_offline_run"],

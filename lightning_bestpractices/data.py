@@ -526,24 +526,44 @@ class RegressionDataModule(InMemoryDataModule):
 
 
 class VisionDataModule(L.LightningDataModule):
-    """torchvision image datasets (MNIST, FashionMNIST, CIFAR10, or FakeData for offline tests).
+    """torchvision image datasets (MNIST, FashionMNIST, CIFAR10), the 8x8 digits offline, or FakeData for tests.
 
     The download is the user's: pass ``download=True`` on a machine with network, or point ``root`` at a copy.
+    ``"Digits"`` needs neither: the 8x8 digits that ship inside scikit-learn (the same images and test split as
+    :class:`DigitsDataModule` with ``image=True``), served through the same transform pipeline as the others.
     Batches come from a regular ``DataLoader`` (these datasets are too large or too slow to decode to keep on the
     device as tensors in general).
 
+    Every split gets ``ToImage -> [Grayscale] -> [Resize] -> ToDtype(float32, scale=True) -> [Normalize]``; the
+    training split alone gets the ``augment`` transforms too, per sample (a new draw every time an image is
+    served), after the conversion to float in [0, 1] and before ``Normalize``. Validation and test images are never
+    augmented.
+
     Args:
-        name: ``"MNIST"``, ``"FashionMNIST"``, ``"CIFAR10"`` or ``"FakeData"``.
+        name: ``"MNIST"``, ``"FashionMNIST"``, ``"CIFAR10"``, ``"Digits"`` or ``"FakeData"``.
         root: dataset folder.
         download: let torchvision download the data into ``root``.
         batch_size / num_workers: ``DataLoader`` settings.
-        val_size: images held out of the training set for validation (seeded).
+        val_size: images held out of the training set for validation (seeded; at most a fifth of it).
         classes: keep only these labels, relabelled ``0..len(classes)-1``.
         image_size: resize to this square size (e.g. 224 for ImageNet backbones); ``None`` keeps the native size.
         channels: convert to this many channels (3 for ImageNet backbones on MNIST).
+        augment: torchvision (v2) transforms for the training split only, e.g.
+            ``[v2.RandomAffine(degrees=10, translate=(0.1, 0.1))]``; in YAML a list of ``class_path`` entries.
+        mean / std: per-channel ``Normalize`` statistics for every split (e.g. ``[0.5]`` / ``[0.5]``); both or neither.
+        seed: seed of the validation split.
+
+    Examples:
+        >>> from torchvision.transforms import v2
+        >>> dm = VisionDataModule("Digits", augment=[v2.RandomAffine(degrees=10)], val_size=100)
+        >>> dm.setup("fit")
+        >>> [len(dm.datasets[s]) for s in ("train", "val", "test")]
+        [1338, 100, 359]
+        >>> dm.datasets["train"][0][0].shape, dm.transforms["train"] is dm.transforms["val"]
+        (torch.Size([1, 8, 8]), False)
     """
 
-    NAMES = ("MNIST", "FashionMNIST", "CIFAR10", "FakeData")
+    NAMES = ("MNIST", "FashionMNIST", "CIFAR10", "Digits", "FakeData")
 
     def __init__(
         self,
@@ -556,6 +576,9 @@ class VisionDataModule(L.LightningDataModule):
         classes: list[int] | None = None,
         image_size: int | None = None,
         channels: int | None = None,
+        augment: list[torch.nn.Module] | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -565,11 +588,18 @@ class VisionDataModule(L.LightningDataModule):
             raise ArgumentError(f"`batch_size` must be >= 1, got {batch_size!r}")
         if val_size < 0:
             raise ArgumentError(f"`val_size` must be >= 0, got {val_size!r}")
-        self.save_hyperparameters()
+        if augment is not None and not all(callable(t) for t in augment):
+            raise ArgumentError(f"`augment` must be a list of transforms (callables), got {augment!r}")
+        if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+            raise ArgumentError(f"`mean` and `std` must be given together, one value per channel, got {mean!r}, {std!r}")
+        if std is not None and any(not s > 0 for s in std):
+            raise ArgumentError(f"`std` values must be > 0, got {std!r}")
+        self.save_hyperparameters(ignore=["augment"])  # transforms are objects: the config file records them
+        self.augment = list(augment or [])
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
+        self.transforms = {"train": self._transform(train=True), "val": self._transform(train=False)}
 
-    def _dataset(self, train: bool) -> torch.utils.data.Dataset:
-        import torchvision
+    def _transform(self, train: bool) -> Callable:
         from torchvision.transforms import v2
 
         hp = self.hparams
@@ -579,15 +609,28 @@ class VisionDataModule(L.LightningDataModule):
         if hp.image_size is not None:
             steps.append(v2.Resize((hp.image_size, hp.image_size), antialias=True))
         steps.append(v2.ToDtype(torch.float32, scale=True))
-        transform = v2.Compose(steps)
+        if train:
+            steps += self.augment
+        if hp.mean is not None:
+            steps.append(v2.Normalize(list(hp.mean), list(hp.std)))
+        return v2.Compose(steps)
+
+    def _dataset(self, train: bool, augment: bool | None = None) -> torch.utils.data.Dataset:
+        import torchvision
+
+        hp = self.hparams
+        transform = self.transforms["train" if (train if augment is None else augment) else "val"]
         if hp.name == "FakeData":
             n = 200 if train else 100
             return torchvision.datasets.FakeData(n, (1, 28, 28), 10, transform=transform, random_offset=int(train))
+        if hp.name == "Digits":
+            splits = DigitsDataModule(image=True, val_fraction=0.0, test_fraction=0.2, seed=hp.seed).build_splits()
+            return _TensorImages(*splits["train" if train else "test"], transform=transform)
         cls = getattr(torchvision.datasets, hp.name)
         return cls(hp.root, train=train, download=hp.download, transform=transform)
 
     def prepare_data(self) -> None:
-        if self.hparams.download:  # download once, on rank 0 (Lightning calls prepare_data there only)
+        if self.hparams.download and self.hparams.name not in ("Digits", "FakeData"):  # download once, on rank 0 (Lightning calls prepare_data there only)
             self._dataset(True)
             self._dataset(False)
 
@@ -607,6 +650,8 @@ class VisionDataModule(L.LightningDataModule):
         n_val = min(self.hparams.val_size, len(train) // 5)
         g = torch.Generator().manual_seed(self.hparams.seed)
         train, val = torch.utils.data.random_split(train, [len(train) - n_val, n_val], generator=g)
+        if self.augment and n_val:  # validation images come out of the training files: serve them unaugmented
+            val = torch.utils.data.Subset(self._filter(self._dataset(True, augment=False)), val.indices)
         self.datasets = {"train": train, "val": val, "test": self._filter(self._dataset(False))}
 
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
@@ -629,6 +674,20 @@ class VisionDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader("test", False)
+
+
+class _TensorImages(torch.utils.data.Dataset):
+    """In-memory ``(n, C, H, W)`` float images in [0, 1] with their labels, served through ``transform``."""
+
+    def __init__(self, images: Tensor, targets: Tensor, transform: Callable | None = None) -> None:
+        self.images, self.targets, self.transform = images, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        return (self.transform(x) if self.transform is not None else x), int(self.targets[i])
 
 
 class _Relabel(torch.utils.data.Dataset):

@@ -31,7 +31,8 @@ from lightning_bestpractices.errors import ArgumentError
 from ._logging import log_figure
 from .optim.mixin import OptimConfig, OptimizerMixin
 
-__all__ = ["Classifier", "DEFAULT_OPTIM", "DecisionBoundary", "Regressor", "plot_decision_boundary"]
+__all__ = ["Classifier", "DEFAULT_OPTIM", "DecisionBoundary", "Regressor", "SmoothedBCEWithLogitsLoss",
+           "plot_decision_boundary"]
 
 #: The task's default: AdamW at the seed's LR and weight decay, decay only on weights (not norms and biases),
 #: cosine over the real optimizer steps down to 0.
@@ -63,6 +64,16 @@ class Classifier(OptimizerMixin, L.LightningModule):
             fields not given keep :data:`DEFAULT_OPTIM`. ``schedule: null`` trains at a constant LR.
         lr, weight_decay: shorthands that override ``optim``'s ``lr`` / ``weight_decay``.
         metric_update_every: batches buffered before the metrics are updated (bounds the buffer's memory).
+        label_smoothing: in [0, 1): the loss's targets are mixed with the uniform distribution over the classes,
+            ``(1 - eps) * one_hot + eps / num_classes`` (torch's ``CrossEntropyLoss(label_smoothing=eps)``; for
+            ``"binary"`` the 0/1 target becomes ``eps / 2`` / ``1 - eps / 2``). Only the loss changes: the logged
+            ``*/loss`` is the smoothed loss, accuracy and predictions are computed as without it.
+
+    Examples:
+        >>> from lightning_bestpractices.models import MLP
+        >>> task = Classifier(MLP(64, [16], 10), num_classes=10, label_smoothing=0.1)
+        >>> task.loss_fn.label_smoothing
+        0.1
     """
 
     def __init__(
@@ -74,6 +85,7 @@ class Classifier(OptimizerMixin, L.LightningModule):
         lr: float | None = None,
         weight_decay: float | None = None,
         metric_update_every: int = 32,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -84,6 +96,10 @@ class Classifier(OptimizerMixin, L.LightningModule):
             raise ArgumentError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
         if metric_update_every < 1:
             raise ArgumentError(f"`metric_update_every` must be >= 1, got {metric_update_every!r}")
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not (
+            0 <= label_smoothing < 1
+        ):
+            raise ArgumentError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}")
         task = task or ("binary" if num_classes == 2 else "multiclass")
         if task not in ("binary", "multiclass"):
             raise ArgumentError(f"`task` must be 'binary' or 'multiclass', got {task!r}")
@@ -108,7 +124,13 @@ class Classifier(OptimizerMixin, L.LightningModule):
             except AttributeError:
                 raise ArgumentError(f"`lr_multipliers` key {prefix!r} is not a submodule of the model") from None
         self.task = task
-        self.loss_fn = nn.BCEWithLogitsLoss() if task == "binary" else nn.CrossEntropyLoss()
+        self.label_smoothing = float(label_smoothing)
+        if task == "multiclass":
+            self.loss_fn: nn.Module = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        elif self.label_smoothing:
+            self.loss_fn = SmoothedBCEWithLogitsLoss(self.label_smoothing)
+        else:
+            self.loss_fn = nn.BCEWithLogitsLoss()
         kw = {"task": task} if task == "binary" else {"task": task, "num_classes": num_classes}
         self.acc = nn.ModuleDict({f"{s}_": torchmetrics.Accuracy(**kw) for s in ("train", "val", "test")})
         self.mean_loss = nn.ModuleDict({f"{s}_": torchmetrics.MeanMetric() for s in ("train", "val", "test")})
@@ -356,6 +378,28 @@ class Regressor(OptimizerMixin, L.LightningModule):
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.to_original_units(self(x))
+class SmoothedBCEWithLogitsLoss(nn.BCEWithLogitsLoss):
+    """``BCEWithLogitsLoss`` on label-smoothed targets: ``t * (1 - eps) + eps / 2``.
+
+    The binary counterpart of ``CrossEntropyLoss(label_smoothing=eps)`` (two classes, ``eps / 2`` each): a
+    two-logit softmax with smoothed cross-entropy and one logit with this loss give the same value.
+
+    Examples:
+        >>> logits, target = torch.tensor([[2.0], [-1.0]]), torch.tensor([[1.0], [0.0]])
+        >>> smoothed = SmoothedBCEWithLogitsLoss(0.2)(logits, target)
+        >>> plain = nn.BCEWithLogitsLoss()(logits, torch.tensor([[0.9], [0.1]]))
+        >>> bool(torch.isclose(smoothed, plain))
+        True
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, **kwargs: Any) -> None:
+        if not 0 <= label_smoothing < 1:
+            raise ArgumentError(f"`label_smoothing` must be in [0, 1), got {label_smoothing!r}")
+        super().__init__(**kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(input, target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -132,3 +132,21 @@ def test_trainer_uses_loader_and_limit_batches():
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, dm)
     assert trainer.global_step == 8 and model.seen == ["cpu"] * 8
+
+
+def test_vision_datamodule_digits_match_the_in_memory_digits_and_check_arguments():
+    from torchvision.transforms import v2
+
+    dm = VisionDataModule("Digits", val_size=100, mean=[0.5], std=[0.5])
+    dm.setup("fit")
+    reference = DigitsDataModule(image=True, val_fraction=0.0, test_fraction=0.2).build_splits()["test"]
+    x, y = dm.datasets["test"][3]
+    torch.testing.assert_close(x, (reference[0][3] - 0.5) / 0.5)  # Normalize applied, same test split
+    assert y == int(reference[1][3])
+    assert isinstance(dm.transforms["train"], v2.Compose)
+    with pytest.raises(ValueError, match="`mean` and `std` must be given together"):
+        VisionDataModule("Digits", mean=[0.5])
+    with pytest.raises(ValueError, match="`std` values must be > 0"):
+        VisionDataModule("Digits", mean=[0.5], std=[0.0])
+    with pytest.raises(ValueError, match="`augment` must be a list of transforms"):
+        VisionDataModule("Digits", augment=[3])

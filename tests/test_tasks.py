@@ -115,3 +115,21 @@ def test_default_optim_has_no_decay_on_norms_and_biases_and_a_cosine_schedule():
 def test_final_lr_above_peak_lr_fails_at_construction():
     with pytest.raises(ValueError, match=r"`final_lr` \(0.5, the last-step LR of schedule 'cosine'\) must not be above the peak `lr` \(0.01\)"):
         Classifier(MLP(), optim={"schedule": {"name": "cosine", "final_lr": 0.5}})
+
+
+def test_label_smoothing_is_torch_cross_entropy_option_and_validated():
+    torch.manual_seed(0)
+    logits, target = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    smooth = Classifier(MLP(64, [8], 10), num_classes=10, label_smoothing=0.1)
+    expected = torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
+    torch.testing.assert_close(smooth.loss_fn(logits, target), expected)
+    # binary: one logit with smoothed BCE equals two logits [0, z] with smoothed cross-entropy
+    z, y = torch.randn(8, 1), torch.randint(0, 2, (8, 1)).float()
+    binary = Classifier(MLP(2, [8], 1), num_classes=2, label_smoothing=0.2)
+    two = torch.cat([torch.zeros_like(z), z], 1)
+    reference = torch.nn.functional.cross_entropy(two, y.long().view(-1), label_smoothing=0.2)
+    torch.testing.assert_close(binary.loss_fn(z, y), reference)
+    assert type(Classifier(MLP(2, [8], 1)).loss_fn) is torch.nn.BCEWithLogitsLoss, "no smoothing: the plain loss"
+    for bad in (-0.1, 1.0, True, "0.1"):
+        with pytest.raises(ValueError, match="`label_smoothing` must be in \\[0, 1\\)"):
+            Classifier(MLP(), label_smoothing=bad)
