@@ -1,7 +1,7 @@
 """The results page: run every seed claim's sweep at full length, write JSON, render the tables from it.
 
     python tools/results.py run                 # every claim in tools/claims.yaml: sweeps, then render (long)
-    python tools/results.py run --only momentum_speedup --jobs 2
+    python tools/results.py run --only momentum_quadratic --jobs 2 --threads 1
     python tools/results.py render              # docs/results.md + every marked table, from docs/results.json
     python tools/results.py check               # exit 1 if a rendered table differs from what the JSON gives
 
@@ -60,7 +60,7 @@ def derive(expressions: dict[str, str], summary: list[dict[str, Any]]) -> dict[s
     return {name: float(eval(expr, {"__builtins__": {}}, env)) for name, expr in expressions.items()}  # noqa: S307
 
 
-def run_claims(only: list[str] | None, jobs: int, extra: list[str]) -> None:
+def run_claims(only: list[str] | None, jobs: int, extra: list[str], threads: int | None = 1) -> None:
     sys.path.insert(0, str(ROOT))
     from lightning_bestpractices.sweep import load_sweep, run_sweep
 
@@ -82,11 +82,12 @@ def run_claims(only: list[str] | None, jobs: int, extra: list[str]) -> None:
             sweep = load_sweep(ROOT / "recipes" / "sweeps" / f"{name}.yaml")
             out = ROOT / "runs" / "results" / stamp / name
             print(f"== {claim['id']}: sweep {name} ({len(sweep.runs())} runs) -> {out}", flush=True)
-            done[name] = run_sweep(sweep, out, jobs=jobs, extra=extra)
+            done[name] = run_sweep(sweep, out, jobs=jobs, extra=extra, threads=threads)
         result = done[name]
         failed = [r for r in result["runs"] if r["rc"] != 0]
         entry = {**claim, "measured": True, "command": f"python -m lightning_bestpractices.sweep "
-                 f"recipes/sweeps/{name}.yaml" + (f" --args {' '.join(extra)}" if extra else ""),
+                 f"recipes/sweeps/{name}.yaml --jobs {jobs}" + (f" --threads {threads}" if threads else "")
+                 + (f" --args {' '.join(extra)}" if extra else ""),
                  "wall_s": result["wall_s"], "runs": len(result["runs"]), "failed": len(failed),
                  "seeds": sorted({r["seed"] for r in result["runs"] if r["seed"] is not None}),
                  "hardware": next((r["hardware"] for r in result["runs"] if r.get("hardware")), None),
@@ -197,13 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the claims' sweeps at full length, then render")
     run.add_argument("--only", nargs="+", default=None, help="claim ids to (re)run; the others keep their JSON")
-    run.add_argument("--jobs", type=int, default=1, help="runs at a time within a sweep")
+    run.add_argument("--jobs", type=int, default=2, help="runs at a time within a sweep (default 2)")
+    run.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1: small models)")
     run.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra overrides for every run")
     sub.add_parser("render", help="render docs/results.md and the marked tables from docs/results.json")
     sub.add_parser("check", help="exit 1 when a rendered table differs from docs/results.json")
     ns = parser.parse_args(argv)
     if ns.cmd == "run":
-        run_claims(ns.only, ns.jobs, ns.args)
+        run_claims(ns.only, ns.jobs, ns.args, ns.threads)
     files = expected_files()
     if ns.cmd == "check":
         stale = [str(p.relative_to(ROOT)) for p, text in files.items() if not p.is_file() or p.read_text() != text]
