@@ -43,9 +43,9 @@ from lightning_bestpractices.tasks import Classifier
 
 
 class DepthProbe(Callback):
-    """``depth_statistics`` of the model's network at train start (after ``WeightInit``), on ``N(0, 1)`` inputs.
+    """``depth_statistics`` of the model's network at fit start, on ``N(0, 1)`` inputs.
 
-    Every rank probes (the weights are identical after ``WeightInit``'s broadcast); the batch comes from a private
+    The CLI lists it after the ``--init`` callback, so it sees the initialized weights. Every rank probes (the weights are identical after ``WeightInit``'s broadcast); the batch comes from a private
     generator, so the global RNG, and with it the training run, is the same with or without the probe.
     """
 
@@ -55,7 +55,7 @@ class DepthProbe(Callback):
         self.batch_size, self.seed = batch_size, seed
         self.stats: DepthStats | None = None
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         net = pl_module.net
         first = next(m for m in net.modules() if isinstance(m, torch.nn.Linear))
         gen = torch.Generator().manual_seed(self.seed)
@@ -75,7 +75,7 @@ class DepthCLI(BestPracticesCLI):
         trainer = self.trainer
         probe = next(cb for cb in trainer.callbacks if isinstance(cb, DepthProbe))
         s = probe.stats
-        if s is None:  # fit never reached a training step
+        if s is None:  # fit stopped before it started
             return
         scheme = next(cb for cb in trainer.callbacks if isinstance(cb, WeightInit)).scheme
         layers = list(range(1, len(s.act_std) + 1))

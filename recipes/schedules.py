@@ -19,7 +19,8 @@ the new mapping starts from the schedule defaults instead of merging into them.
 
 The LR range test that chose the peak LR is a config switch: ``configs/schedules_lr_find.yaml`` adds ``LRFinder``,
 which sweeps a copy of the model before training, writes ``lr_find.png`` into the run folder and trains at the LR it
-suggests (reported as ``lr_find/lr``). Every hyperparameter, with its reason, is in ``recipes/configs/schedules.yaml``.
+suggests (reported as ``lr_find/lr``, each rule's suggestion as ``lr_find/<rule>``). Every hyperparameter, with
+its reason, is in ``recipes/configs/schedules.yaml``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ class SchedulesCLI(BestPracticesCLI):
             metrics["val/best_acc"] = max(self.history.acc)
         finder = next((cb for cb in trainer.callbacks if isinstance(cb, LRFinder)), None)
         if finder is not None and finder.lr is not None:
-            metrics["lr_find/lr"] = finder.lr
+            metrics["lr_find/lr"] = finder.lr  # the LR the run trained at (every rank)
+            if finder.result is not None:  # the sweep itself ran on rank 0 only
+                metrics.update({f"lr_find/{rule.replace('/', '_')}": float(lr)
+                                for rule, lr in finder.result.suggestions.items()})
         monitor = next((cb for cb in trainer.callbacks if isinstance(cb, LRMonitor)), None)
         curves = lr_per_step(monitor) if monitor is not None else {}
         if curves:

@@ -69,6 +69,8 @@ def test_lr_find_config_trains_at_the_suggested_lr(tmp_path):
                             "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1")  # fmt: skip
     found = out["metrics"]["lr_find/lr"]
     assert 1e-4 < found < 3.0 and found != 0.05
+    assert found == pytest.approx(out["metrics"]["lr_find/minimum_10"])  # the config's rule is the one applied
+    assert {"lr_find/steepest", "lr_find/valley"} <= set(out["metrics"])
     assert cli.model.optim.lr == pytest.approx(found)
     assert out["metrics"]["lr/peak"] == pytest.approx(found)  # the schedule's peak is the range test's LR
     assert (folder / "lr_find.png").is_file()
