@@ -19,13 +19,26 @@ if TYPE_CHECKING:
 # Lightning is imported inside the functions that take a Trainer: `format_table` is used by the pure-torch cores
 # (init and fold reports), which must import without Lightning.
 
-__all__ = ["run_dir", "log_figure", "log_table", "format_table"]
+__all__ = ["run_dir", "log_figure", "log_table", "format_table", "RUN_DIR_ENV"]
+
+RUN_DIR_ENV = "LBP_RUN_DIR"
+"""Environment variable naming the run folder; :class:`~lightning_bestpractices.cli.BestPracticesCLI` sets it for
+the length of a run, and the DDP ranks it launches inherit it."""
 
 
 def run_dir(trainer: L.Trainer) -> Path:
-    """Folder of the current run: the W&B run's ``files`` folder, else the logger's log dir, else the root dir."""
+    """Folder of the current run.
+
+    Inside a :class:`~lightning_bestpractices.cli.BestPracticesCLI` run: its run folder (``$LBP_RUN_DIR``).
+    Otherwise: the W&B run's ``files`` folder, else the CSV/TensorBoard logger's log dir, else the Trainer's
+    ``default_root_dir``.
+    """
+    import os
+
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             return Path(logger.experiment.dir)
@@ -38,13 +51,14 @@ def run_dir(trainer: L.Trainer) -> Path:
 def log_figure(trainer: L.Trainer, key: str, figure: Any, *, step: int | None = None) -> Path | None:
     """Save a matplotlib ``figure`` as ``<run_dir>/<key>.png`` and show it in every logger that takes images.
 
-    Returns the PNG's path on rank 0 and ``None`` elsewhere. The figure is closed afterwards.
+    Returns the PNG's path on rank 0 and ``None`` elsewhere, and under ``fast_dev_run`` (which writes nothing).
+    The figure is closed afterwards.
     """
     import matplotlib.pyplot as plt
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
     try:
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or trainer.fast_dev_run:
             return None
         path = run_dir(trainer) / f"{key.replace('/', '_')}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,13 +98,19 @@ def _fmt(value: Any) -> str:
 
 
 def log_table(trainer: L.Trainer, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path | None:
-    """Log a table to W&B (as a ``wandb.Table``), save it as ``<run_dir>/<key>.csv`` and print it on rank 0."""
+    """Log a table to W&B (as a ``wandb.Table``), save it as ``<run_dir>/<key>.csv`` and print it on rank 0.
+
+    Under ``fast_dev_run`` the table is only printed: nothing is written.
+    """
     from lightning.pytorch.loggers import WandbLogger
     from lightning.pytorch.utilities import rank_zero_info
 
     if not trainer.is_global_zero:
         return None
     rows = [list(r) for r in rows]
+    if trainer.fast_dev_run:
+        rank_zero_info(f"{key}:\n{format_table(columns, rows)}")
+        return None
     path = run_dir(trainer) / f"{key.replace('/', '_')}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     import csv

@@ -81,6 +81,12 @@ class OfflineRun:
     def files_dir(self) -> Path:
         return self.path.parent / "files"
 
+    @property
+    def save_dir(self) -> Path:
+        """The logger's ``save_dir``: W&B writes ``<save_dir>/wandb/offline-run-*/run-*.wandb``. In a
+        :class:`~lightning_bestpractices.cli.BestPracticesCLI` run it is the run folder."""
+        return self.path.parent.parent.parent
+
 
 def find_offline_runs(root: str | Path) -> list[Path]:
     """All ``run-*.wandb`` files under ``root`` (searched recursively), oldest first."""

@@ -23,9 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
 
-from lightning_bestpractices._logging import log_figure, log_table, run_dir
+from lightning_bestpractices._logging import log_figure, log_table
 from lightning_bestpractices.cli import BestPracticesCLI
 from lightning_bestpractices.data import DigitsDataModule
 from lightning_bestpractices.health import EarlyStopping
@@ -35,22 +34,22 @@ from lightning_bestpractices.tasks import Classifier
 class EarlyStoppingCLI(BestPracticesCLI):
     """After ``fit``: test the restored best weights and the final ones, log both, plot the monitored curve."""
 
-    def after_fit(self) -> None:
+    def report(self) -> None:
         trainer, model, data = self.trainer, self.model, self.datamodule
         stop = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
         final_ckpt = next(cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor is None)
         best = trainer.test(model, data, verbose=False)[0]["test/acc"]  # the model holds the restored best
+        if not final_ckpt.best_model_path:  # fast_dev_run saves no checkpoint: nothing to compare against
+            return
         final = trainer.test(model, data, ckpt_path=final_ckpt.best_model_path, verbose=False)[0]["test/acc"]
         metrics = {"best/test_acc": float(best), "final/test_acc": float(final),
                    "best/epoch": float(stop.best_epoch), "stopped_epoch": float(stop.stopped_epoch),
                    "epochs_trained": float(trainer.current_epoch)}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        self.add_metrics(metrics)
         rows = [["final (last epoch)", trainer.current_epoch - 1, round(float(final), 4)],
                 ["best (restored)", stop.best_epoch, round(float(best), 4)]]
         log_table(trainer, "test_accuracy", ["weights", "epoch", "test acc"], rows)
         self._plot(stop)
-        self._report(metrics)
 
     def _plot(self, stop: EarlyStopping) -> None:
         import matplotlib
@@ -69,11 +68,6 @@ class EarlyStoppingCLI(BestPracticesCLI):
         ax.legend()
         ax.grid(alpha=0.3)
         log_figure(self.trainer, "val_loss_curve", fig)
-
-    @rank_zero_only
-    def _report(self, metrics: dict[str, float]) -> None:
-        print(f"run folder: {run_dir(self.trainer)}")
-        print("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
 
 def main(args=None) -> EarlyStoppingCLI:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.utils.prune as prune
 from lightning.pytorch.callbacks import Callback, ModelPruning
 
-from lightning_bestpractices._logging import log_figure, log_table, run_dir
+from lightning_bestpractices._logging import log_figure, log_table
 from lightning_bestpractices.cli import BestPracticesCLI
 from lightning_bestpractices.data import DigitsDataModule
 from lightning_bestpractices.regularization import WeightPenalty, sparsity
@@ -113,13 +113,13 @@ class SparsityCLI(BestPracticesCLI):
         parser.add_lightning_class_args(ScheduledPruning, "pruning")
         parser.add_lightning_class_args(SparsityReport, "report")
 
-    def after_fit(self) -> None:
+    def report(self) -> None:
         report = next(c for c in self.trainer.callbacks if isinstance(c, SparsityReport))
-        if self.trainer.is_global_zero:
-            r = report.results
-            print(f"run folder: {run_dir(self.trainer)}")
-            print(f"final metrics: val/acc={r['sparsity/val_acc']:.4f} "
-                  f"frac_below_{report.threshold:g}={r['sparsity/frac_below_threshold']:.4f}")  # fmt: skip
+        r = report.results
+        self.add_metrics({"sparsity/val_acc": r["sparsity/val_acc"],
+                          "sparsity/frac_below_threshold": r["sparsity/frac_below_threshold"]})
+        self.add_series("sparsity_curve", x=[row[1] for row in r["curve"]], y=[row[2] for row in r["curve"]],
+                        xlabel="sparsity (fraction of weights exactly 0)", ylabel="validation accuracy")
 
 
 def main(args=None) -> SparsityCLI:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,12 +70,15 @@ def test_unknown_key_in_a_config_file(moons, capsys, tmp_path):
 def test_other_loggers_and_wandb_modes(moons, tmp_path):
     short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]
     cli = moons.main(["fit", *short, "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                      "--trainer.logger.init_args.save_dir=csv"])
-    log_dir = (tmp_path / cli.trainer.logger.log_dir).resolve()
-    assert log_dir.is_relative_to(tmp_path / "csv")
+                      "--trainer.logger.init_args.save_dir=elsewhere", "--run_dir=csv_run"])
+    log_dir = Path(cli.trainer.logger.log_dir).resolve()
+    assert log_dir == tmp_path / "csv_run", "the run folder owns every logger's save_dir"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["csv_run"], "nothing else lands in the working folder"
     header = (log_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"lr-AdamW/decay", "lr-AdamW/no_decay"} <= set(header)  # one LR column per named group
-    assert (log_dir / "config.yaml").is_file() and (log_dir / "decision_boundary.png").is_file()
+    for name in ("config.yaml", "decision_boundary.png", "metrics.json", "hparams.yaml"):
+        assert (log_dir / name).is_file(), name
+    assert [p.parent.name for p in log_dir.glob("**/*.ckpt")] == ["checkpoints"]
     assert cli.trainer.logger.__class__.__name__ == "CSVLogger"
     assert not find_offline_runs(tmp_path)
 

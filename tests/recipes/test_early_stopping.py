@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -52,5 +53,8 @@ def test_recipe_reports_final_and_best(mode, tmp_path):
     assert s["best/test_acc"] == pytest.approx(_test_acc(best["state_dict"], mode == "bf16"), abs=1e-6)
     final = torch.load(ckpts["final"], weights_only=False)
     assert s["final/test_acc"] == pytest.approx(_test_acc(final["state_dict"], mode == "bf16"), abs=1e-6)
-    assert (run.files_dir / "val_loss_curve.png").stat().st_size > 10_000
-    assert (run.files_dir / "test_accuracy.csv").is_file()
+    (folder,) = (tmp_path / "runs" / "early_stopping").iterdir()  # the one run folder holds everything
+    assert run.save_dir == folder
+    assert (folder / "val_loss_curve.png").stat().st_size > 10_000
+    assert (folder / "test_accuracy.csv").is_file() and (folder / "config.yaml").is_file()
+    assert {"best/test_acc", "final/test_acc"} <= set(json.loads((folder / "metrics.json").read_text())["metrics"])

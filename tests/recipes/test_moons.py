@@ -62,8 +62,8 @@ def test_moons_recipe_matrix(mode, tmp_path):
 
     # decision boundary: a W&B image and a PNG in the run folder
     assert run.summary["decision_boundary"]["_type"] == "images/separated"
-    assert (run.files_dir / "decision_boundary.png").stat().st_size > 10_000
-    assert (run.files_dir / "config.yaml").is_file()
+    assert (run.save_dir / "decision_boundary.png").stat().st_size > 10_000
+    assert (run.save_dir / "config.yaml").is_file()
 
     # every rank ends with the same parameters (RankParity all-gathers every tensor at fit end)
     assert run.summary["parity/max_rank_diff"] == 0

@@ -30,10 +30,11 @@ def test_l1_gives_a_sparser_network_that_prunes_better(tmp_path):
     proc, l1 = _fit(tmp_path / "l1")
     _, none = _fit(tmp_path / "none", "--penalty.strength=0")
     # the recipe prints its run folder and final metrics, and the PNG / CSV are in that folder
-    assert f"run folder: {l1.files_dir}" in proc.stdout or "run folder:" in proc.stdout
-    assert "final metrics: val/acc=" in proc.stdout
-    assert (l1.files_dir / "sparsity_curve.png").stat().st_size > 10_000
-    curve = (l1.files_dir / "sparsity_curve.csv").read_text().splitlines()
+    assert f"run folder: {l1.save_dir}" in proc.stdout
+    final = next(line for line in proc.stdout.splitlines() if line.startswith("final metrics: "))
+    assert "sparsity/val_acc=" in final and "sparsity/frac_below_threshold=" in final
+    assert (l1.save_dir / "sparsity_curve.png").stat().st_size > 10_000
+    curve = (l1.save_dir / "sparsity_curve.csv").read_text().splitlines()
     assert curve[0] == "target sparsity,sparsity (exact zeros),val accuracy" and len(curve) == 9
     # both were pruned to the same 93.75% by ModelPruning; L1 left more near-zero weights and lost less accuracy
     assert none.summary["sparsity/frac_below_threshold"] >= 0.9375 - 1e-3
@@ -41,7 +42,7 @@ def test_l1_gives_a_sparser_network_that_prunes_better(tmp_path):
     assert l1.summary["val/acc"] >= 0.95
     rows = {float(r.split(",")[0]): float(r.split(",")[2]) for r in curve[1:]}
     rows_none = {float(r.split(",")[0]): float(r.split(",")[2])
-                 for r in (none.files_dir / "sparsity_curve.csv").read_text().splitlines()[1:]}  # fmt: skip
+                 for r in (none.save_dir / "sparsity_curve.csv").read_text().splitlines()[1:]}  # fmt: skip
     assert rows[0.95] > rows_none[0.95] + 0.1, (rows, rows_none)
     assert l1.config["penalty"]["strength"] == 0.001 and none.config["penalty"]["strength"] == 0
 
