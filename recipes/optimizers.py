@@ -21,42 +21,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
 
-from lightning_bestpractices.cli import BestPracticesCLI
+from lightning_bestpractices.cli import BestPracticesCLI, MetricHistory
 from lightning_bestpractices.tasks import Classifier
 
 
-class ValHistory(Callback):
-    """Validation loss and accuracy at every validation end (epoch values, synchronised across processes)."""
-
-    def __init__(self) -> None:
-        self.epoch: list[int] = []
-        self.loss: list[float] = []
-        self.acc: list[float] = []
-
-    def on_validation_end(self, trainer, pl_module) -> None:  # after the epoch-end metrics are computed
-        m = trainer.callback_metrics
-        if not trainer.sanity_checking and "val/loss" in m:
-            self.epoch.append(trainer.current_epoch + 1)
-            self.loss.append(float(m["val/loss"]))
-            self.acc.append(float(m["val/acc"]))
-
-
 class OptimizersCLI(BestPracticesCLI):
-    """After ``fit``: the best validation accuracy and the per-epoch validation curves."""
-
-    def before_fit(self) -> None:
-        self.history = ValHistory()
-        self.trainer.callbacks.append(self.history)
+    """After ``fit``: the best validation accuracy and the per-epoch validation curves (from the CLI's history)."""
 
     def report(self) -> None:
-        h = self.history
-        if not h.acc:
+        history = next(cb for cb in self.trainer.callbacks if isinstance(cb, MetricHistory))
+        rows = [r for r in history.rows if "val/acc" in r and "val/loss" in r]
+        if not rows:
             return
-        self.add_metrics({"val/best_acc": max(h.acc), "val/best_epoch": float(h.epoch[h.acc.index(max(h.acc))])})
-        self.add_series("val/loss", x=h.epoch, y=h.loss, xlabel="epoch", ylabel="validation loss")
-        self.add_series("val/acc", x=h.epoch, y=h.acc, xlabel="epoch", ylabel="validation accuracy")
+        epochs = [r["epoch"] + 1 for r in rows]  # epochs trained so far, 1-based
+        acc, loss = [r["val/acc"] for r in rows], [r["val/loss"] for r in rows]
+        best = max(range(len(acc)), key=acc.__getitem__)
+        self.add_metrics({"val/best_acc": acc[best], "val/best_epoch": epochs[best]})
+        self.add_series("val/loss", x=epochs, y=loss, xlabel="epoch", ylabel="validation loss")
+        self.add_series("val/acc", x=epochs, y=acc, xlabel="epoch", ylabel="validation accuracy")
 
 
 def main(args=None) -> OptimizersCLI:

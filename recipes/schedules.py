@@ -27,24 +27,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback
-
 from lightning_bestpractices._logging import log_figure
-from lightning_bestpractices.cli import BestPracticesCLI
+from lightning_bestpractices.cli import BestPracticesCLI, MetricHistory
 from lightning_bestpractices.data import DigitsDataModule
 from lightning_bestpractices.optim import LRFinder, LRMonitor
 from lightning_bestpractices.tasks import Classifier
-
-
-class ValAccHistory(Callback):
-    """Validation accuracy at every validation end (the epoch value, synchronised across processes)."""
-
-    def __init__(self) -> None:
-        self.acc: list[float] = []
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
-            self.acc.append(float(trainer.callback_metrics["val/acc"]))
 
 
 def lr_per_step(monitor: LRMonitor) -> dict[str, tuple[list[int], list[float]]]:
@@ -62,15 +49,13 @@ def lr_per_step(monitor: LRMonitor) -> dict[str, tuple[list[int], list[float]]]:
 class SchedulesCLI(BestPracticesCLI):
     """After ``fit``: the LR of every optimizer step (plot + ``lr`` series) and the best validation accuracy."""
 
-    def before_fit(self) -> None:
-        self.history = ValAccHistory()
-        self.trainer.callbacks.append(self.history)
-
     def report(self) -> None:
         trainer = self.trainer
         metrics = {}
-        if self.history.acc:
-            metrics["val/best_acc"] = max(self.history.acc)
+        history = next(cb for cb in trainer.callbacks if isinstance(cb, MetricHistory))
+        acc = [r["val/acc"] for r in history.rows if "val/acc" in r]
+        if acc:
+            metrics["val/best_acc"] = max(acc)
         finder = next((cb for cb in trainer.callbacks if isinstance(cb, LRFinder)), None)
         if finder is not None and finder.lr is not None:
             metrics["lr_find/lr"] = finder.lr  # the LR the run trained at (every rank)

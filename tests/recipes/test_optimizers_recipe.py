@@ -39,8 +39,7 @@ def _metrics(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("sweep", ["optimizers", "optimizers_moons"])
-def test_every_sweep_variant_trains_its_rule_at_a_constant_lr(sweep, tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the sweep's paths (a --config) are relative to the repository root
+def test_every_sweep_variant_trains_its_rule_at_a_constant_lr(sweep, tmp_path):
     spec = yaml.safe_load((ROOT / "recipes" / "sweeps" / f"{sweep}.yaml").read_text())
     assert spec["recipe"] == "recipes/optimizers.py" and set(spec["variants"]) == set(TORCH_CLASS)
     main = _recipe().main
@@ -57,6 +56,18 @@ def test_every_sweep_variant_trains_its_rule_at_a_constant_lr(sweep, tmp_path, m
         if name in ("momentum", "nesterov"):
             assert decay["momentum"] == 0.9 and decay["nesterov"] == (name == "nesterov")
         assert cli.datamodule.__class__.__name__ == ("MoonsDataModule" if "moons" in sweep else "DigitsDataModule")
+
+
+def test_the_moons_sweep_runs_the_moons_config(capsys):
+    """The moons sweep spells the moons config out as flags (its runs start in the sweep folder): no drift."""
+    main = _recipe().main
+    spec = yaml.safe_load((ROOT / "recipes" / "sweeps" / "optimizers_moons.yaml").read_text())
+    printed = []
+    for args in (spec["args"], [f"--config={ROOT / 'recipes' / 'configs' / 'optimizers_moons.yaml'}"]):
+        with pytest.raises(SystemExit):
+            main(args=["fit", *args, "--print_config"])
+        printed.append(yaml.safe_load(capsys.readouterr().out))
+    assert printed[0] == printed[1] and printed[0]["data"]["class_path"].endswith("MoonsDataModule")
 
 
 def test_a_run_reports_final_and_best_accuracy_and_the_curves(tmp_path):
