@@ -239,9 +239,12 @@ class BestPracticesCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ArgumentError as err:  # our argument checks: a CLI error; anything else is a bug, with traceback
+        except Exception as err:  # our argument checks: a CLI error; anything else is a bug, with traceback
+            cause = _argument_error(err)
+            if cause is None:
+                raise
             parser = self._parser(self.subcommand) if self.subcommand else self.parser
-            parser.error(f"invalid configuration: {err}")
+            parser.error(f"invalid configuration: {cause}")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         from ._compat import wandb_init_kwargs
@@ -301,6 +304,18 @@ class BestPracticesCLI(LightningCLI):
         (folder / "metrics.json").write_text(json.dumps(summary, indent=1, default=_json_default, allow_nan=True))
         print(f"run folder: {folder}")
         print("final metrics: " + _fmt_metrics(metrics))
+
+
+def _argument_error(err: BaseException) -> ArgumentError | None:
+    """The package's argument check behind ``err``: itself, or one jsonargparse wrapped while adapting a typed
+    value (a dataclass field such as ``model.optim.lr`` is checked inside the type's adaptation)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ArgumentError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _fmt_metrics(metrics: dict[str, float]) -> str:

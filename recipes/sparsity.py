@@ -118,6 +118,9 @@ class SparsityCLI(BestPracticesCLI):
         r = report.results
         self.add_metrics({"sparsity/val_acc": r["sparsity/val_acc"],
                           "sparsity/frac_below_threshold": r["sparsity/frac_below_threshold"]})
+        for level, _, acc in r["curve"]:  # accuracy after pruning to 90% and 95% zeros: where L1 pays off
+            if level in (0.9, 0.95):
+                self.add_metrics({f"pruned{round(level * 100)}/val_acc": acc})
         self.add_series("sparsity_curve", x=[row[1] for row in r["curve"]], y=[row[2] for row in r["curve"]],
                         xlabel="sparsity (fraction of weights exactly 0)", ylabel="validation accuracy")
 

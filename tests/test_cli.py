@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def moons(monkeypatch, tmp_path):
     [
         (["--model.bogus=1"], "bogus"),
         (["--model.lr=-0.1"], "`lr` must be > 0, got -0.1"),
+        (["--model.optim.lr=-1"], "`lr` must be >= 0, got -1.0"),  # checked inside jsonargparse's type adaptation
         (["--model.net.init_args.dropout=1.5"], "`dropout` must be in [0, 1), got 1.5"),
         (["--model.net.init_args.dropout=-0.2"], "`dropout` must be in [0, 1), got -0.2"),
         (["--model.net.init_args.hidden=[]"], "`hidden` must list at least one width, got []"),
@@ -137,3 +139,25 @@ def test_a_bug_in_a_class_keeps_its_traceback(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         BestPracticesCLI(Checked, MoonsDataModule, args=["fit", "--wandb_mode=disabled"])
     assert exc.value.code == 2
+
+
+def test_fast_dev_run_writes_nothing(moons, tmp_path, capsys):
+    """Lightning promises that a dev run writes nothing: no run folder, no config, no PNG, no W&B run."""
+    cli = moons.main(["fit", "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false"])
+    assert cli.trainer.fast_dev_run and cli.trainer.state.finished
+    assert list(tmp_path.iterdir()) == []
+    assert "fast_dev_run: nothing written" in capsys.readouterr().out
+
+
+def test_the_run_folder_holds_config_checkpoints_plots_and_the_wandb_run(moons, tmp_path):
+    cli = moons.main(["fit", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                      "--trainer.enable_progress_bar=false"])
+    (folder,) = (tmp_path / "runs" / "moons").iterdir()
+    assert cli.run_folder == folder and [p.name for p in tmp_path.iterdir()] == ["runs"]
+    names = {p.relative_to(folder).parts[0] for p in folder.rglob("*")}
+    assert {"config.yaml", "metrics.json", "decision_boundary.png", "checkpoints", "wandb"} <= names
+    (run,) = find_offline_runs(folder)
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary["metrics"]["val/acc"] == pytest.approx(float(cli.trainer.callback_metrics["val/acc"]))
+    assert [row["epoch"] for row in summary["history"]] == [0.0] and summary["hardware"]["cpu_count"] >= 1
+    assert os.environ.get("LBP_RUN_DIR") is None, "the run folder variable is cleared when the CLI returns"

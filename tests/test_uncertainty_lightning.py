@@ -1,20 +1,17 @@
-"""Lightning shell of MC dropout: trainer.predict/validate, BN buffers, DDP == 1 process, bf16, W&B figures."""
+"""Lightning shell of MC dropout: trainer.predict/validate, BN buffers, DDP == 1 process, bf16, figures."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT, run_python
 from torch import nn
 
 from lightning_bestpractices.data import InMemoryDataModule
 from lightning_bestpractices.uncertainty import MCDropoutMixin, find_split, mc_predict
-from lightning_bestpractices.wandb_offline import find_offline_runs, read_offline_run
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_uncertainty.py"
 _spec = importlib.util.spec_from_file_location("ddp_uncertainty", SCRIPT)
@@ -130,46 +127,6 @@ def test_mixin_with_task_fit_then_mc_test_saves_figures(tmp_path):
     assert trainer.callback_metrics["test/mc_ece"] == pytest.approx(metrics["ece"], abs=1e-6)
     assert (tmp_path / "test_mc_reliability.png").stat().st_size > 1000
     assert (tmp_path / "test_mc_uncertainty_hist.png").stat().st_size > 1000
-
-
-def test_recipe_runs_from_the_command_line_and_logs_to_wandb(tmp_path):
-    """The recipe as a user runs it (subprocess, CLI flags); what it logged to W&B offline is read back."""
-    out = tmp_path / "out"
-    run_python(
-        [ROOT / "recipes" / "mc_dropout.py", "--epochs", "1", "--n-samples", "3", "--out", out], tmp_path
-    )
-    results = json.loads((out / "results.json").read_text())
-    base = {
-        "accuracy",
-        "nll",
-        "ece",
-        "brier",
-        "torchmetrics_CalibrationError",
-        "temperature",
-        "auroc_entropy",
-    }
-    assert set(results["deterministic"]) == set(results["deterministic + temperature"]) == base
-    mc, raw = results["MC dropout (N=3) + temperature"], results["MC dropout (N=3)"]
-    assert set(mc) == set(raw) == base | {"auroc_MI"}
-    assert raw["temperature"] == results["deterministic"]["temperature"] == 1.0
-    assert mc["temperature"] != 1.0 and results["deterministic + temperature"]["temperature"] != 1.0
-    for row in results.values():
-        if "ece" in row:  # the package's ECE is torchmetrics' CalibrationError (15 bins, L1)
-            assert row["torchmetrics_CalibrationError"] == pytest.approx(row["ece"], abs=1e-6)
-    files = Path(results["meta"]["run_dir"])
-    for name in (
-        "mc_dropout_reliability",
-        "mc_dropout_mi_histogram",
-        "test_mc_reliability",
-        "test_mc_uncertainty_hist",
-    ):
-        assert (files / f"{name}.png").stat().st_size > 1000, name
-    run = read_offline_run(find_offline_runs(out)[0], wait=120)
-    for key in ("mc_dropout/reliability", "mc_dropout/mi_histogram", "test_mc/reliability"):  # images in W&B
-        assert [v["_type"] for v in run.values(key)] == ["images/separated"], key
-    assert run.values("test/mc_ece")[-1] == pytest.approx(mc["ece"], abs=1e-6)  # calibrated by the mixin
-    assert run.values("test/mc_temperature")[-1] == pytest.approx(mc["temperature"], rel=1e-6)
-    assert run.values("mc_dropout/results")[-1]["nrows"] == 4  # the results table
 
 
 def test_configure_mc_dropout_bad_arguments():
