@@ -74,3 +74,17 @@ def test_lr_find_config_trains_at_the_suggested_lr(tmp_path):
     assert cli.model.optim.lr == pytest.approx(found)
     assert out["metrics"]["lr/peak"] == pytest.approx(found)  # the schedule's peak is the range test's LR
     assert (folder / "lr_find.png").is_file()
+
+
+def test_the_lr_find_sweep_runs_the_lr_find_config(capsys):
+    """The sweep spells the config out as one flag (its runs start in the sweep folder): no drift between them."""
+    main = _recipe().main
+    spec = yaml.safe_load((ROOT / "recipes" / "sweeps" / "lr_find.yaml").read_text())
+    assert spec["recipe"] == "recipes/schedules.py"
+    printed = []
+    for args in (spec["args"], [f"--config={ROOT / 'recipes' / 'configs' / 'schedules_lr_find.yaml'}"]):
+        with pytest.raises(SystemExit):
+            main(args=["fit", *args, "--print_config"])
+        printed.append(yaml.safe_load(capsys.readouterr().out))
+    assert printed[0] == printed[1]
+    assert [c["class_path"].rsplit(".", 1)[1] for c in printed[0]["trainer"]["callbacks"]] == ["LRMonitor", "LRFinder"]
