@@ -1,115 +1,98 @@
-"""Depth diagnostics: does the activation scale survive 30 ReLU layers? (seed 001, section 5)
+"""Depth diagnostics (seed 001, section 5): does the activation scale survive 30 ReLU layers? One run = one init.
 
-    python recipes/depth_diagnostics.py                      # 30 layers, width 256, a few minutes on a busy 2-core CPU
-    python recipes/depth_diagnostics.py --depth 50 --train-epochs 0 --out runs/depth50
+    python recipes/depth_diagnostics.py fit                          # Kaiming, 30 layers x 256, digits, CPU, W&B offline
+    python recipes/depth_diagnostics.py fit --trainer.devices=2 --trainer.strategy=ddp
+    python recipes/depth_diagnostics.py fit --trainer.precision=bf16-mixed
+    python recipes/depth_diagnostics.py fit --print_config > my.yaml && python recipes/depth_diagnostics.py fit --config my.yaml
+    python recipes/depth_diagnostics.py fit --init.scheme=normal     # another init: kaiming, auto, xavier, normal, ...
+    python recipes/depth_diagnostics.py fit --trainer.max_epochs=0   # the probe alone, no training
+    python -m lightning_bestpractices.sweep recipes/sweeps/depth_diagnostics.yaml   # kaiming vs auto vs xavier vs normal
 
-For each init scheme, a plain ReLU MLP (no normalization, so nothing rescues a bad init) is initialized with
-``init_weights`` and probed with ``depth_statistics`` on a standard-normal batch: the std of every layer's output
-and of the gradient w.r.t. it. Then the same network is trained for a few epochs on the 8x8 digits with
-``WeightInit`` so the numbers can be tied to trainability. Prints a table and saves ``<out>/depth_diagnostics.png``
-and ``<out>/depth_diagnostics.csv``.
+A plain ReLU MLP (no normalization, no dropout, so nothing rescues a bad init) is initialized by ``WeightInit``
+(``--init.scheme``, ``--init.seed``) at fit start. Before the first training step the recipe probes the initialized
+network with ``depth_statistics`` on a standard-normal batch (``--probe.batch_size``, ``--probe.seed``): the std of
+every layer's output and of the loss gradient w.r.t. it. Then the same network trains on the 8x8 digits, so the
+probe can be tied to trainability. After fit: the ``act_std`` and ``grad_std`` series (one point per layer), the
+plot ``depth_diagnostics.png`` and the table ``depth_stats.csv`` in the run folder, and as metrics
+``probe/act_ratio`` (last hidden layer's activation std over the first layer's), ``probe/grad_ratio`` (first layer's
+gradient std over the last layer's) and the final ``val/acc`` / ``val/loss``. The schemes, for reading the sweep:
+
+* ``kaiming``: Kaiming normal (fan-in, ReLU gain), variance 2/fan_in: keeps the scale;
+* ``auto``: ``init_weights('auto')`` finds the ReLU after each layer (Kaiming), Xavier for the output layer;
+* ``xavier``: Xavier normal, gain 1: variance 2/(fan_in+fan_out), half of what ReLU needs per layer;
+* ``normal``: N(0, 0.01), the "small random numbers" init: the signal vanishes within a few layers.
+
+Every hyperparameter, with its reason, is in ``recipes/configs/depth_diagnostics.yaml``.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 
-from lightning_bestpractices._logging import format_table
+from lightning_bestpractices._logging import log_figure, log_table
+from lightning_bestpractices.cli import BestPracticesCLI
 from lightning_bestpractices.data import DigitsDataModule
-from lightning_bestpractices.initialization import WeightInit, init_weights
-from lightning_bestpractices.initialization.diagnostics import depth_statistics, plot_depth
-from lightning_bestpractices.models import MLP
+from lightning_bestpractices.errors import ArgumentError
+from lightning_bestpractices.initialization import WeightInit
+from lightning_bestpractices.initialization.diagnostics import DepthStats, depth_statistics, plot_depth
 from lightning_bestpractices.tasks import Classifier
 
-SCHEMES = {
-    "kaiming": "Kaiming normal (fan-in, ReLU gain): variance 2/fan_in",
-    "auto": "init_weights('auto'): finds the ReLU after each layer -> Kaiming; output layer -> Xavier",
-    "xavier": "Xavier normal, gain 1: variance 2/(fan_in+fan_out), half of what ReLU needs",
-    "normal": "N(0, 0.01): the 'small random numbers' init",
-}
+
+class DepthProbe(Callback):
+    """``depth_statistics`` of the model's network at fit start, on ``N(0, 1)`` inputs.
+
+    The CLI lists it after the ``--init`` callback, so it sees the initialized weights. Every rank probes (the weights are identical after ``WeightInit``'s broadcast); the batch comes from a private
+    generator, so the global RNG, and with it the training run, is the same with or without the probe.
+    """
+
+    def __init__(self, batch_size: int = 512, seed: int = 0) -> None:
+        if batch_size < 2:
+            raise ArgumentError(f"`batch_size` must be >= 2, got {batch_size!r}")
+        self.batch_size, self.seed = batch_size, seed
+        self.stats: DepthStats | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net = pl_module.net
+        first = next(m for m in net.modules() if isinstance(m, torch.nn.Linear))
+        gen = torch.Generator().manual_seed(self.seed)
+        x = torch.randn(self.batch_size, first.in_features, generator=gen).to(pl_module.device)
+        self.stats = depth_statistics(net, x)  # float32 statistics, .grad untouched
 
 
-def build(args: argparse.Namespace, in_features: int, out_features: int) -> MLP:
-    # no norm and no dropout: the experiment is about the init alone
-    return MLP(in_features, [args.width] * (args.depth - 1), out_features, dropout=0.0, norm="none")
+class DepthCLI(BestPracticesCLI):
+    """Adds ``--init`` (the ``WeightInit`` callback) and ``--probe``; after ``fit`` reports the probe."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_lightning_class_args(WeightInit, "init")
+        parser.add_lightning_class_args(DepthProbe, "probe")
+
+    def report(self) -> None:
+        trainer = self.trainer
+        probe = next(cb for cb in trainer.callbacks if isinstance(cb, DepthProbe))
+        s = probe.stats
+        if s is None:  # fit stopped before it started
+            return
+        scheme = next(cb for cb in trainer.callbacks if isinstance(cb, WeightInit)).scheme
+        layers = list(range(1, len(s.act_std) + 1))
+        self.add_series("act_std", x=layers, y=s.act_std, xlabel="layer", ylabel="activation std")
+        self.add_series("grad_std", x=layers, y=s.grad_std, xlabel="layer", ylabel="gradient std (dL/d output)")
+        # the last hidden layer against the first (the output layer has its own, Xavier-sized, scale)
+        self.add_metrics({"probe/act_ratio": s.act_std[-2] / s.act_std[0],
+                          "probe/grad_ratio": s.grad_std[0] / s.grad_std[-2],
+                          "probe/act_std_first": s.act_std[0], "probe/act_std_last_hidden": s.act_std[-2]})
+        log_table(trainer, "depth_stats", s.columns, s.rows)
+        title = f"{len(layers)}-layer ReLU MLP, init {scheme!r}, probe batch {probe.batch_size} ~ N(0, 1)"
+        log_figure(trainer, "depth_diagnostics", plot_depth({scheme: s}, title=title))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--depth", type=int, default=30, help="Linear layers in total (seed: 20-50)")
-    p.add_argument("--width", type=int, default=256, help="hidden width (seed: 256)")
-    p.add_argument("--batch", type=int, default=512, help="probe batch size: enough samples for a stable std")
-    p.add_argument(
-        "--train-epochs", type=int, default=5, help="epochs on digits per scheme; 0 skips training"
-    )
-    p.add_argument("--lr", type=float, default=0.01, help="SGD lr: plain SGD shows vanishing signal honestly")
-    p.add_argument("--seed", type=int, default=0, help="one seed for model, probe batch and data split")
-    p.add_argument(
-        "--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES), help="inits to compare"
-    )
-    p.add_argument(
-        "--threads", type=int, default=1, help="intra-op threads: small matmuls gain nothing from more"
-    )
-    p.add_argument("--out", type=Path, default=Path("runs/depth_diagnostics"), help="plot and CSV go here")
-    args = p.parse_args()
-    if args.depth < 2:
-        p.error(f"--depth must be >= 2, got {args.depth}")
-    if args.width < 1:
-        p.error(f"--width must be >= 1, got {args.width}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(args.threads)
-
-    stats, rows = {}, []
-    for scheme in args.schemes:
-        torch.manual_seed(args.seed)
-        x = torch.randn(args.batch, args.width)
-        model = build(args, args.width, 10)
-        init_weights(model, scheme, example_input=x[:2])
-        s = depth_statistics(model, x)
-        stats[scheme] = s
-        picks = sorted({0, 9, 19, len(s.act_std) - 2, len(s.act_std) - 1} & set(range(len(s.act_std))))
-        row = {"scheme": scheme}
-        row.update({f"act_L{i + 1}": s.act_std[i] for i in picks})
-        row["act_last/first"] = s.act_std[-2] / s.act_std[0]  # last hidden layer / first layer
-        row["grad_L1"] = s.grad_std[0]
-        if args.train_epochs > 0:
-            t0 = time.perf_counter()
-            row.update(train(args, scheme))
-            row["train_s"] = time.perf_counter() - t0
-        rows.append(row)
-
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    table = [[r.get(c, "") for c in columns] for r in rows]
-    print(f"\n{args.depth}-layer ReLU MLP, width {args.width}, probe batch {args.batch} ~ N(0, 1):")
-    print(format_table(columns, table))
-    for scheme in args.schemes:
-        print(f"  {scheme:8s} {SCHEMES[scheme]}")
-    with (args.out / "depth_diagnostics.csv").open("w", newline="") as fh:
-        csv.writer(fh).writerows([columns, *table])
-    fig = plot_depth(stats, title=f"{args.depth}-layer ReLU MLP, width {args.width}")
-    fig.savefig(args.out / "depth_diagnostics.png", dpi=110, bbox_inches="tight")
-    print(f"plot: {args.out / 'depth_diagnostics.png'}")
-
-
-def train(args: argparse.Namespace, scheme: str) -> dict[str, float]:
-    L.seed_everything(args.seed, verbose=False)
-    data = DigitsDataModule(batch_size=64, seed=args.seed)
-    model = Classifier(build(args, 64, 10), num_classes=10,
-                       optim={"lr": args.lr, "weight_decay": 0.0, "schedule": None})
-    model.configure_optimizers = lambda: torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
-    trainer = L.Trainer(
-        max_epochs=args.train_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[WeightInit(scheme, seed=args.seed)],
-    )  # fmt: skip
-    trainer.fit(model, datamodule=data)
-    metrics = trainer.callback_metrics
-    return {"val_acc": float(metrics["val/acc"]), "val_loss": float(metrics["val/loss"])}
+def main(args=None) -> DepthCLI:
+    return DepthCLI(Classifier, DigitsDataModule, args=args,
+                    default_config=Path(__file__).parent / "configs" / "depth_diagnostics.yaml")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,12 @@ class LRMonitor(Callback):
         log_weight_decay: log each group's weight decay.
         flush_every: most rows held before they are written (bounds how much a hard kill can lose).
 
+    Attributes:
+        lrs: ``{key: [lr, ...]}``, every LR read (one per logged batch, so several per optimizer step under
+            gradient accumulation).
+        lr_steps: ``{key: [step, ...]}``, the optimizer step each ``lrs`` entry belongs to (optimizer steps taken
+            before that batch, i.e. the logged ``step``); together they give the LR of every optimizer step.
+
     Examples:
         >>> m = LRMonitor(flush_every=128)
         >>> m.logging_interval, m.log_momentum, m.flush_every, m.pending
@@ -101,6 +107,7 @@ class LRMonitor(Callback):
         self.log_momentum, self.log_weight_decay = bool(log_momentum), bool(log_weight_decay)
         self.flush_every = flush_every
         self.lrs: dict[str, list[float]] = {}
+        self.lr_steps: dict[str, list[int]] = {}
         self.last_momentum_values: dict[str, float] = {}
         self._rows: list[tuple[int, dict[str, float]]] = []
         self._static: dict[str, float] = {}  # last logged momentum / weight decay per key
@@ -117,11 +124,13 @@ class LRMonitor(Callback):
 
     def _read(self, trainer: L.Trainer) -> dict[str, float]:
         stats = group_stats(trainer.optimizers, momentum=self.log_momentum, weight_decay=self.log_weight_decay)
+        step = _compat.batches_that_stepped(trainer)
         for key, value in stats.items():
             if key.endswith("-momentum"):
                 self.last_momentum_values[key] = value
             elif not key.endswith("-weight_decay"):
                 self.lrs.setdefault(key, []).append(value)
+                self.lr_steps.setdefault(key, []).append(step)
         device = trainer.strategy.root_device
         trainer.callback_metrics.update({k: torch.tensor(v, device=device) for k, v in stats.items()})
         row = {}

@@ -67,6 +67,21 @@ def test_rows_match_lightning_monitor_and_buffer_is_bounded(tmp_path):
     assert monitor.lrs == ref.callbacks[0].lrs
     assert float(ours.callback_metrics["lr-AdamW"]) == pytest.approx(expected[-1][1])
     assert max(probe.seen) == 2 and monitor.pending == 0, "never more than flush_every - 1 rows wait"
+    assert [step for step, _ in expected] == monitor.lr_steps["lr-AdamW"]  # each LR read with its logged step
+
+
+def test_lr_steps_give_the_lr_of_every_optimizer_step_under_accumulation(tmp_path):
+    monitor = LRMonitor()
+    trainer = _fit(tmp_path, monitor, epochs=2, extra=[])
+    acc = LRMonitor()
+    torch.manual_seed(0)
+    accumulated = L.Trainer(max_epochs=2, logger=CSVLogger(tmp_path, name="acc"), callbacks=[acc],
+                            log_every_n_steps=1, accumulate_grad_batches=2, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    accumulated.fit(_StepSchedule(MLP(2, [8], 1), lr=0.1), _data())
+    # 5 batches per epoch, 2 per optimizer step -> 3 steps per epoch (the last on one batch); every batch is read
+    assert len(acc.lrs["lr-AdamW"]) == 10 and acc.lr_steps["lr-AdamW"] == [0, 0, 1, 1, 2, 3, 3, 4, 4, 5]
+    assert accumulated.global_step == 6 and trainer.global_step == 10 == len(monitor.lr_steps["lr-AdamW"])
 
 
 def test_rows_reach_wandb_offline_in_step_order(tmp_path):
