@@ -352,6 +352,9 @@ def plot_comparison(result: dict[str, Any], path: str | Path) -> Path:
             length = min(len(c[1]) for c in runs)
             mean = [statistics.fmean(c[1][i] for c in runs) for i in range(length)]
             ax2.plot(x[:length], mean, label=setting)
+        ys = [v for runs in curves.values() for c in runs for v in c[1]]
+        if ys and min(ys) > 0 and max(ys) / min(ys) > 1e3:  # e.g. activation std over depth: vanishing is 1e-20
+            ax2.set_yscale("log")
         ax2.set_xlabel(xlabel)
         ax2.set_ylabel(ylabel)
         ax2.set_title(f"{series} per setting (mean over seeds)")
