@@ -6,7 +6,8 @@
     python tools/results.py check               # exit 1 if a rendered table differs from what the JSON gives
 
 A claim names a sweep (``recipes/sweeps/<sweep>.yaml``), the metrics to show, and optionally *derived* numbers: a
-Python expression over ``m(setting, metric)`` (the mean over seeds), e.g. a ratio of two settings. ``run`` writes
+Python expression over ``m(setting, metric)`` (the mean over seeds), e.g. a ratio of two settings, or
+``spread(variant, metric)`` (best minus worst mean over that variant's grid points). ``run`` writes
 each sweep's summary into ``docs/results.json`` (with the command, wall time and hardware), keeping the entries of
 claims it did not run. ``render`` writes ``docs/results.md`` and replaces the text between
 ``<!-- results: ID -->`` and ``<!-- /results -->`` in ``docs/*.md`` and ``recipes/README.md`` with claim ID's
@@ -56,7 +57,15 @@ def _mean(summary: list[dict[str, Any]], setting: str, metric: str) -> float:
 
 def derive(expressions: dict[str, str], summary: list[dict[str, Any]]) -> dict[str, float]:
     """Evaluate each derived expression with ``m(setting, metric)`` = that setting's mean over seeds."""
-    env = {"m": lambda s, k: _mean(summary, s, k), "abs": abs, "max": max, "min": min, "math": math}
+    def spread(prefix: str, metric: str) -> float:  # best minus worst mean over the settings starting with prefix
+        means = [r["metrics"][metric]["mean"] for r in summary
+                 if r["setting"].split(",")[0] == prefix and metric in r["metrics"]]
+        if not means:
+            raise KeyError(f"no setting {prefix!r} with metric {metric!r}")
+        return max(means) - min(means)
+
+    env = {"m": lambda s, k: _mean(summary, s, k), "spread": spread, "abs": abs, "max": max, "min": min,
+           "math": math}
     return {name: float(eval(expr, {"__builtins__": {}}, env)) for name, expr in expressions.items()}  # noqa: S307
 
 

@@ -44,7 +44,8 @@ class WeightInit(L.Callback):
     Args:
         scheme: an :func:`init_weights` scheme (``"auto"``, ``"kaiming"``, ...) or ``"lsuv"``.
         example_input: input used to find activations (or the LSUV batch).
-        overrides, zero_init_residual, distribution: passed to :func:`init_weights`.
+        overrides, zero_init_residual, distribution, normal_std: passed to :func:`init_weights` (``normal_std``:
+            the std of the ``"normal"`` scheme).
         lsuv_kwargs: passed to :func:`lsuv_init` (``target_std``, ``tol``, ``max_iters``).
         seed: seed a private ``torch.Generator`` for the init (reproducible without touching the global RNG).
         batch_to_input: maps a training batch to the model input.
@@ -64,6 +65,7 @@ class WeightInit(L.Callback):
         overrides: Mapping | None = None,
         zero_init_residual: bool = False,
         distribution: str = "normal",
+        normal_std: float = 0.01,
         lsuv_kwargs: Mapping[str, Any] | None = None,
         seed: int | None = None,
         batch_to_input: Callable[[Any], Any] = _default_batch_to_input,
@@ -73,6 +75,8 @@ class WeightInit(L.Callback):
             raise ArgumentError(f"`scheme` must be one of {(*SCHEMES, 'lsuv')}, got {scheme!r}")
         if distribution not in ("normal", "uniform"):
             raise ArgumentError(f"`distribution` must be 'normal' or 'uniform', got {distribution!r}")
+        if isinstance(normal_std, bool) or not isinstance(normal_std, (int, float)) or not normal_std > 0:
+            raise ArgumentError(f"`normal_std` must be > 0, got {normal_std!r}")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ArgumentError(f"`seed` must be an int or None, got {seed!r}")
         allowed = {"target_std", "tol", "max_iters", "orthogonal_preinit"}
@@ -92,6 +96,7 @@ class WeightInit(L.Callback):
         self.overrides = overrides
         self.zero_init_residual = zero_init_residual
         self.distribution = distribution
+        self.normal_std = float(normal_std)
         self.lsuv_kwargs = dict(lsuv_kwargs or {})
         self.seed = seed
         self.batch_to_input = batch_to_input
@@ -151,6 +156,7 @@ class WeightInit(L.Callback):
                     overrides=self.overrides,
                     zero_init_residual=self.zero_init_residual,
                     distribution=self.distribution,
+                    normal_std=self.normal_std,
                     generator=gen,
                 )
         if trainer.world_size > 1:
