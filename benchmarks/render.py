@@ -54,7 +54,7 @@ def markdown_table(table: dict[str, list]) -> str:
 
 
 def ratios_text(ratios: dict[str, float]) -> str:
-    return "Ratios: " + "; ".join(f"{k} **{v:.3g}**" for k, v in ratios.items()) + ".\n"
+    return "Ratios: " + "; ".join(f"{k} **{v:.4g}**" for k, v in ratios.items()) + ".\n"
 
 
 def footer(data: dict[str, Any]) -> str:

@@ -75,3 +75,11 @@ def test_a_missing_table_is_an_error(render):
         render.render_block("lamb", "no-such-table")
     with pytest.raises(KeyError, match="no result"):
         render.render_block("no-such-benchmark", None)
+
+
+def test_no_hand_typed_table_in_the_benchmarks_readme(render):
+    """Every table in benchmarks/README.md sits inside a marker, i.e. is rendered from a JSON."""
+    readme = ROOT / "benchmarks" / "README.md"
+    lines = render.MARKER.sub("", readme.read_text()).splitlines()
+    typed = [a for a, b in zip(lines, lines[1:]) if a.startswith("|") and b.startswith("|---")]
+    assert not typed, f"typed tables in benchmarks/README.md: {typed}; render them from benchmarks/results/"
