@@ -18,7 +18,8 @@ Also timed: T, one trunk pass, and H, one head pass over the batch. The naive lo
 prefix-caching version at least T, so the speed-up over naive is capped by N (T + H) / T; the table prints it
 next to the measured speed-up. Ratios are medians over rounds of per-round ratios (p25-p75 in brackets). Peak
 memory is measured per version in a fresh subprocess as the growth of the RSS (sampled every 0.5 ms). The table
-is printed as Markdown (paste it as printed) and, with ``--json``, written with every raw time.
+is printed as Markdown, written to ``benchmarks/results/mc_dropout.json`` (rendered into ``benchmarks/README.md``
+by ``python benchmarks/render.py``) and, with ``--json``, written with every raw time.
 
 Target (issue 11): ours <= 1.05 x floor.
 """
