@@ -33,6 +33,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _report import command_line, write_result  # noqa: E402
+
 from lightning_bestpractices._logging import format_table  # noqa: E402
 from lightning_bestpractices.regularization import checkpoint_blocks, remove_checkpointing  # noqa: E402
 
@@ -144,8 +146,16 @@ def main(argv=None) -> list[list]:
         rows.append([name, t["plain"], t["checkpointed"], t["checkpointed"] / t["plain"], mib["plain"],
                      mib["checkpointed"], mib["checkpointed"] / mib["plain"], saved["plain"],
                      saved["checkpointed"]])  # fmt: skip
-    print(format_table(["model", "plain ms", "ckpt ms", "time ratio", "plain peak MiB", "ckpt peak MiB",
-                        "memory ratio", "plain saved MiB", "ckpt saved MiB"], rows))  # fmt: skip
+    columns = ["model", "plain ms", "ckpt ms", "time ratio", "plain peak MiB", "ckpt peak MiB", "memory ratio",
+               "plain saved MiB", "ckpt saved MiB"]  # fmt: skip
+    print(format_table(columns, rows))
+    write_result(
+        "checkpointing", tables={"steps": {"columns": columns, "rows": rows}},
+        ratios={f"{kind} ratio, {row[0]}": row[i] for row in rows for kind, i in (("time", 3), ("memory", 6))},
+        command=command_line(),
+        notes=f"one training step, thread CPU clock, median of {args.repeats} interleaved steps, "
+              f"{args.threads} torch thread(s); peak = torch CPU allocator, from torch.profiler",
+    )  # fmt: skip
     return rows
 
 

@@ -29,6 +29,7 @@ import time
 
 import torch
 import torchvision
+from _report import command_line, write_result
 from torch import nn
 from torch.fx.experimental.optimization import fuse as fx_fuse
 from tqdm import tqdm
@@ -171,6 +172,18 @@ def main() -> None:
         f"{args.threads} thread(s)); ratios: median of per-round ratios (p25-p75)"
     )
     print(format_table(columns, rows))
+    ratios = {}
+    for row in rows:
+        for col in ("ours/unfolded", "ours/fx"):
+            cell = row[columns.index(col)]
+            if cell[:1].isdigit():  # "0.907 (0.87-0.94)": the median of the per-round ratios
+                ratios[f"{col}, {row[0]} {row[1]}"] = float(cell.split()[0])
+    write_result(
+        "fold_batchnorm", tables={"latency": {"columns": columns, "rows": rows}}, ratios=ratios,
+        command=command_line(),
+        notes=f"ms per forward, {args.clock} clock, median of {args.rounds} interleaved rounds, {args.threads} "
+              "thread(s); ratios: median of per-round ratios (p25-p75)",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 
 import torch
 import torchvision
+from _report import command_line, write_result
 from torch import nn
 from tqdm import tqdm
 
@@ -114,6 +115,14 @@ def main() -> None:
                "frozen/trainable"]  # fmt: skip
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.steps} interleaved steps")
     print(format_table(columns, rows))
+    write_result(
+        "freezing", tables={"steps": {"columns": columns, "rows": rows}},
+        ratios={f"{col}, {row[0]} {row[1]}": float(row[columns.index(col)]) for row in rows
+                for col in ("frozen/trainable", "lr=0/trainable")},
+        command=command_line(),
+        notes=f"torch {torch.__version__}, {args.threads} threads, wall clock, median of {args.steps} interleaved "
+              "steps; target frozen/trainable <= 0.7",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

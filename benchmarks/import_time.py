@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _report import command_line, write_result
+
 STATEMENTS = {
     "import torch": "import torch",
     "from lightning_bestpractices import fold_batchnorm": "from lightning_bestpractices import fold_batchnorm",
@@ -46,9 +48,20 @@ def main() -> None:
     base = statistics.median(times["import torch"])
     print(f"| statement | CPU s (median of {args.repeats}) | / `import torch` |")
     print("|---|---|---|")
+    rows = []
     for label, ts in times.items():
         med = statistics.median(ts)
         print(f"| `{label}` | {med:.2f} | {med / base:.2f} |")
+        rows.append([f"`{label}`", round(med, 2), round(med / base, 2)])
+    ratios = {f"{label} / import torch": statistics.median(ts) / base for label, ts in times.items()
+              if label != "import torch"}  # fmt: skip
+    write_result(
+        "import_time",
+        tables={"imports": {"columns": ["statement", f"CPU s (median of {args.repeats})", "/ `import torch`"],
+                            "rows": rows}},
+        ratios=ratios, command=command_line(),
+        notes="each statement in a fresh interpreter, alternating; child CPU time (user + system)",
+    )  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({k: statistics.median(v) for k, v in times.items()}, indent=2))
 

@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+from _report import command_line, write_result
 from torch import nn
 
 from lightning_bestpractices._logging import format_table
@@ -90,6 +91,15 @@ def main(argv: list[str] | None = None) -> list[list]:
     print(f"{n_tensors} parameter tensors ({args.layers} x Linear+LayerNorm, width {args.width}), "
           f"{args.threads} thread(s), median of {args.rounds} rounds x {args.steps} steps")  # fmt: skip
     print(format_table(["optimizer", "ms / step", "speed vs baseline"], rows))
+    meds = {name: statistics.median(times) for name, (_, times) in variants.items()}
+    write_result(
+        "lamb", tables={"step": {"columns": ["optimizer", "ms / step", "speed vs baseline"], "rows": rows}},
+        ratios={f"speed of {name} vs loop LAMB": base_t / med for name, med in meds.items()
+                if name != "loop LAMB (baseline)"},
+        command=command_line(),
+        notes=f"{n_tensors} parameter tensors ({args.layers} x Linear+LayerNorm, width {args.width}), "
+              f"{args.threads} thread(s), wall clock, median of {args.rounds} rounds x {args.steps} steps",
+    )  # fmt: skip
     return rows
 
 

@@ -18,7 +18,8 @@ Also timed: T, one trunk pass, and H, one head pass over the batch. The naive lo
 prefix-caching version at least T, so the speed-up over naive is capped by N (T + H) / T; the table prints it
 next to the measured speed-up. Ratios are medians over rounds of per-round ratios (p25-p75 in brackets). Peak
 memory is measured per version in a fresh subprocess as the growth of the RSS (sampled every 0.5 ms). The table
-is printed as Markdown (paste it as printed) and, with ``--json``, written with every raw time.
+is printed as Markdown, written to ``benchmarks/results/mc_dropout.json`` (rendered into ``benchmarks/README.md``
+by ``python benchmarks/render.py``) and, with ``--json``, written with every raw time.
 
 Target (issue 11): ours <= 1.05 x floor.
 """
@@ -38,6 +39,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _report import command_line, write_result  # noqa: E402
+
 from lightning_bestpractices.uncertainty import mc_predict  # noqa: E402
 
 
@@ -197,6 +200,7 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     rows = {}
+    table_rows = []
     for name in VERSIONS:
         sp = _median_ratio(times["naive"], times[name])
         fl = _median_ratio(times[name], times["floor"])
@@ -216,11 +220,20 @@ def main() -> None:
             ratio = f"**{fl[0]:.3f}** ({fl[1]:.3f}-{fl[2]:.3f})"
         rss = f"{mem[name] / 2**20:.1f}" if mem else "-"
         lines.append(f"| {label.get(name, name)} | {med[name] * 1000:.1f} | {speed} | {ratio} | {rss} |")
+        table_rows.append([label.get(name, name), round(med[name] * 1000, 1), speed, ratio, rss])
     ok = rows["ours"]["over_floor"][0] <= 1.05
     lines += ["", f"target ours <= 1.05 x floor: {'met' if ok else 'MISSED'} ({rows['ours']['over_floor'][0]:.3f}); "
               f"speed-up over naive {rows['ours']['speedup'][0]:.1f}x of a cap of {cap:.1f}x"]  # fmt: skip
     text = "\n".join(lines)
     print(text)
+    write_result(
+        "mc_dropout",
+        tables={"versions": {"columns": ["version", "CPU ms (median)", "speed-up vs naive", "/ floor",
+                                         "peak RSS growth MiB"], "rows": table_rows}},
+        ratios={"ours / floor": rows["ours"]["over_floor"][0], "ours speed-up vs naive": rows["ours"]["speedup"][0],
+                "speed-up cap N(T+H)/T": cap, "tiled speed-up vs naive": rows["tiled"]["speedup"][0]},
+        command=command_line(), notes=lines[0] + "; target ours <= 1.05 x floor",
+    )  # fmt: skip
     if args.json is not None:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "times_s": times,
                                          "T_s": t, "H_s": h, "cap": cap, "rows": rows, "table": text}, indent=2))  # fmt: skip

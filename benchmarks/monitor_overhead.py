@@ -22,6 +22,7 @@ import warnings
 
 import lightning as L
 import torch
+from _report import command_line, write_result
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -142,10 +143,18 @@ def main(argv: list[str] | None = None) -> None:
     name = f"GradientMonitor(every_n_steps={args.every}{', per_layer' if args.per_layer else ''})"
     rows = [["none", round(none * 1e3, 4), 1.0, "-"],
             [name, round(mon * 1e3, 4), round(mon / none, 4), round(hook * 1e3, 4)]]
-    print(format_table(["variant", "ms / step (median)", "ratio", "ms / step inside the monitor"], rows))
+    columns = ["variant", "ms / step (median)", "ratio", "ms / step inside the monitor"]
+    print(format_table(columns, rows))
     print(f"per-repeat ratios: {[round(r, 4) for r in ratios]}")
     print(f"overhead ratio monitor / none = {mon / none:.4f} (target <= 1.01); "
           f"(step time + time inside the monitor's hooks) / step time = {1 + hook / none:.4f}")
+    write_result(
+        "monitor_overhead", tables={"steps": {"columns": columns, "rows": rows}},
+        ratios={"monitor / none (end to end)": mon / none, "(step + time inside the monitor) / step": 1 + hook / none},
+        command=command_line(),
+        notes=f"{args.repeats} interleaved Trainer.fit runs per variant, {args.steps} timed steps each, 1 torch thread, "
+              f"thread CPU clock; per-repeat ratios {[round(r, 3) for r in ratios]}; target <= 1.01",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _report import command_line, write_result  # noqa: E402
 
 
 class PlainLoop:
@@ -236,12 +237,23 @@ def breakdown(epochs: int, repeats: int) -> None:
     print(f"\nmoons per-step breakdown, {epochs} epochs x {repeats} repeat(s), medians over epochs >= 3, "
           f"torch threads {torch.get_num_threads()}")
     print(f"{'variant':<34}{'ours cpu ms/step':>17}{'plain cpu ms/step':>18}{'cpu ratio':>10}{'wall ratio':>11}")
+    table = []
     for name, rows in results.items():
         ours, plain = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
         cpu_ratio = statistics.median(r[0] / r[1] for r in rows)
         wall_ratio = statistics.median(r[2] for r in rows)
         print(f"{name:<34}{1000 * ours / steps:>17.2f}{1000 * plain / steps:>18.2f}{cpu_ratio:>10.2f}"
               f"{wall_ratio:>11.2f}")
+        table.append([name.strip(), round(1000 * ours / steps, 2), round(1000 * plain / steps, 2), round(cpu_ratio, 2),
+                      round(wall_ratio, 2)])  # fmt: skip
+    write_result(
+        "moons_breakdown",
+        tables={"breakdown": {"columns": ["variant", "ours cpu ms/step", "plain cpu ms/step", "cpu ratio",
+                                          "wall ratio"], "rows": table}},
+        ratios={f"cpu ratio, {row[0]}": row[3] for row in table}, command=command_line(),
+        notes=f"{epochs} epochs x {repeats} repeat(s), each recipe epoch paired with one seed-loop epoch; process CPU "
+              f"per step, medians over epochs >= 3, torch threads {torch.get_num_threads()}",
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -291,6 +303,17 @@ def main() -> None:
     print(f"ratio recipe/plain: {o / p:.2f}  (target <= 1.2, ambition <= 1.0)")
     print(f"ratio recipe/(plain + fused AdamW): {o / pf:.2f}  (Lightning's loop, logging and plots alone)")
     print(f"ratio recipe/(LightningModule the docs way): {o / med[names[3]]:.2f}  (what a user would otherwise write)")
+    write_result(
+        "moons_vs_plain_loop",
+        tables={"versions": {"columns": ["version", "wall s (median)", "ms/step", "val acc"],
+                             "rows": [[n, round(med[n], 2), round(1000 * med[n] / steps, 2),
+                                       round(statistics.median(accs[n]), 3)] for n in names]}},
+        ratios={"recipe / plain": o / p, "recipe / (plain + fused AdamW)": o / pf,
+                "recipe / LightningModule the docs way": o / med[names[3]]},
+        command=command_line(),
+        notes=f"{args.epochs} epochs ({steps} steps), {args.repeats} repeat(s) alternating, wall clock, torch threads "
+              f"{torch.get_num_threads()}; target recipe / plain <= 1.2",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
