@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -91,7 +92,9 @@ def run_claims(only: list[str] | None, jobs: int, extra: list[str], threads: int
             sweep = load_sweep(ROOT / "recipes" / "sweeps" / f"{name}.yaml")
             out = ROOT / "runs" / "results" / stamp / name
             print(f"== {claim['id']}: sweep {name} ({len(sweep.runs())} runs) -> {out}", flush=True)
+            load = os.getloadavg()[0]
             done[name] = run_sweep(sweep, out, jobs=jobs, extra=extra, threads=threads)
+            done[name]["load"] = round((load + os.getloadavg()[0]) / 2, 1)  # other jobs on a shared machine
         result = done[name]
         failed = [r for r in result["runs"] if r["rc"] != 0]
         entry = {**claim, "measured": True, "command": f"python -m lightning_bestpractices.sweep "
@@ -100,7 +103,8 @@ def run_claims(only: list[str] | None, jobs: int, extra: list[str], threads: int
                  "wall_s": result["wall_s"], "runs": len(result["runs"]), "failed": len(failed),
                  "seeds": sorted({r["seed"] for r in result["runs"] if r["seed"] is not None}),
                  "hardware": next((r["hardware"] for r in result["runs"] if r.get("hardware")), None),
-                 "summary": result["summary"], "metric": result["metric"], "date": time.strftime("%Y-%m-%d")}
+                 "summary": result["summary"], "metric": result["metric"], "date": time.strftime("%Y-%m-%d"),
+                 "load": result.get("load")}
         entry["derived"] = derive(claim.get("derived", {}), result["summary"]) if not failed else {}
         data["claims"][claim["id"]] = entry
         RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")  # after each claim: partial runs count
@@ -145,7 +149,9 @@ def claim_table(entry: dict[str, Any]) -> str:
     seeds = entry.get("seeds") or []
     text += (f"\n<small>`{entry['command']}` — {entry['runs']} runs"
              + (f", seeds {seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else "")
-             + f", {_num(entry['wall_s'] / 60)} min wall on {_hw(entry.get('hardware'))}, {entry['date']}.</small>\n")
+             + f", {_num(entry['wall_s'] / 60)} min wall on {_hw(entry.get('hardware'))}"
+             + (f", load average {entry['load']}" if entry.get("load") is not None else "")
+             + f", {entry['date']}.</small>\n")
     return text
 
 
