@@ -250,9 +250,11 @@ class BestPracticesCLI(LightningCLI):
         from ._compat import wandb_init_kwargs
 
         trainer = super().instantiate_trainer(**kwargs)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and os.environ.get("WANDB_MODE") == "offline":
-                wandb_init_kwargs(logger).setdefault("mode", "offline")
+        for logger in trainer.loggers:  # the run's own mode: W&B's process-wide settings keep the first run's mode
+            if isinstance(logger, WandbLogger) and os.environ.get("WANDB_MODE") in WANDB_MODES:
+                init = wandb_init_kwargs(logger)
+                if init.get("mode") is None:  # an explicit `offline=True` / `mode=` of the user stays
+                    init["mode"] = os.environ["WANDB_MODE"]
         for callback in trainer.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None and self.run_folder is not None:
                 callback.dirpath = str(self.run_folder / "checkpoints")

@@ -39,10 +39,13 @@ def test_every_recipe_is_in_the_matrix():
 
 
 def _print_config(script: Path, capsys) -> str:
-    spec = importlib.util.spec_from_file_location(f"recipe_{script.stem}", script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # jsonargparse resolves the recipe's (string) annotations through it
-    spec.loader.exec_module(module)
+    name = f"{script.stem}_recipe"  # the name the recipe's own tests load it under: one copy of its classes per
+    module = sys.modules.get(name)  # process (a second QuadraticBowl would make the config's short name ambiguous)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, script)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # jsonargparse resolves the recipe's (string) annotations through it
+        spec.loader.exec_module(module)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         module.main(["fit", "--print_config"])
