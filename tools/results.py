@@ -82,6 +82,8 @@ def run_claims(only: list[str] | None, jobs: int, extra: list[str], threads: int
         claims = [c for c in claims if c["id"] in only]
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"claims": {}}
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     done: dict[str, dict[str, Any]] = {}
     for claim in claims:
         if not claim.get("sweep"):
@@ -104,13 +106,11 @@ def run_claims(only: list[str] | None, jobs: int, extra: list[str], threads: int
                  "seeds": sorted({r["seed"] for r in result["runs"] if r["seed"] is not None}),
                  "hardware": next((r["hardware"] for r in result["runs"] if r.get("hardware")), None),
                  "summary": result["summary"], "metric": result["metric"], "date": time.strftime("%Y-%m-%d"),
-                 "load": result.get("load")}
+                 "load": result.get("load"), "git": commit}
         entry["derived"] = derive(claim.get("derived", {}), result["summary"]) if not failed else {}
         data["claims"][claim["id"]] = entry
         RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")  # after each claim: partial runs count
     data["command"] = "python tools/results.py run"
-    data["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                 text=True).stdout.strip()
     RESULTS.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
@@ -151,7 +151,7 @@ def claim_table(entry: dict[str, Any]) -> str:
              + (f", seeds {seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else "")
              + f", {_num(entry['wall_s'] / 60)} min wall on {_hw(entry.get('hardware'))}"
              + (f", load average {entry['load']}" if entry.get("load") is not None else "")
-             + f", {entry['date']}.</small>\n")
+             + f", {entry['date']}" + (f", commit {entry['git']}" if entry.get("git") else "") + ".</small>\n")
     return text
 
 
