@@ -320,7 +320,8 @@ class Chain(nn.Module):
 def test_property_split_equals_full_passes():
     kinds: list[str | None] = []
 
-    @settings(max_examples=60, deadline=None)
+    # derandomize: the same 60 examples every run, so the coverage assertion below cannot flip with the seed
+    @settings(max_examples=60, deadline=None, derandomize=True)
     @given(
         style=st.sampled_from(["forward", "sequential", "chain"]),
         ops=st.lists(st.sampled_from(OPS), min_size=1, max_size=7),
