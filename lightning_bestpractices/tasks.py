@@ -39,6 +39,36 @@ __all__ = ["Classifier", "DEFAULT_OPTIM", "DecisionBoundary", "Regressor", "Smoo
 DEFAULT_OPTIM: dict[str, Any] = {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.01, "schedule": "cosine"}
 
 
+def _optim_config(optim: OptimConfig | dict[str, Any] | None, lr: float | None, weight_decay: float | None,
+                  metric_update_every: int) -> OptimConfig:
+    """The task's optimizer config: :data:`DEFAULT_OPTIM`, updated by ``optim``, then the ``lr`` /
+    ``weight_decay`` shorthands; the shared argument checks of :class:`Classifier` and :class:`Regressor`."""
+    if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+        raise ArgumentError(f"`lr` must be > 0, got {lr!r}")
+    if weight_decay is not None and not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+        raise ArgumentError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
+    if metric_update_every < 1:
+        raise ArgumentError(f"`metric_update_every` must be >= 1, got {metric_update_every!r}")
+    config = dict(DEFAULT_OPTIM)
+    if isinstance(optim, OptimConfig):
+        config = {f: getattr(optim, f) for f in optim.__dataclass_fields__}
+    elif optim is not None:
+        config.update(optim)
+    if lr is not None:
+        config["lr"] = lr
+    if weight_decay is not None:
+        config["weight_decay"] = weight_decay
+    return OptimConfig.from_any(config)
+
+
+def _check_lr_multipliers(task: L.LightningModule) -> None:
+    for prefix in task.optim.lr_multipliers:
+        try:
+            task.get_submodule(prefix)
+        except AttributeError:
+            raise ArgumentError(f"`lr_multipliers` key {prefix!r} is not a submodule of the model") from None
+
+
 class Classifier(OptimizerMixin, L.LightningModule):
     """Train a classifier: BCE-with-logits for ``"binary"`` (one logit), cross-entropy for ``"multiclass"``.
 
@@ -90,12 +120,6 @@ class Classifier(OptimizerMixin, L.LightningModule):
         super().__init__()
         if num_classes < 2:
             raise ArgumentError(f"`num_classes` must be >= 2, got {num_classes!r}")
-        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
-            raise ArgumentError(f"`lr` must be > 0, got {lr!r}")
-        if weight_decay is not None and not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-            raise ArgumentError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
-        if metric_update_every < 1:
-            raise ArgumentError(f"`metric_update_every` must be >= 1, got {metric_update_every!r}")
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not (
             0 <= label_smoothing < 1
         ):
@@ -103,26 +127,14 @@ class Classifier(OptimizerMixin, L.LightningModule):
         task = task or ("binary" if num_classes == 2 else "multiclass")
         if task not in ("binary", "multiclass"):
             raise ArgumentError(f"`task` must be 'binary' or 'multiclass', got {task!r}")
-        config = dict(DEFAULT_OPTIM)
-        if isinstance(optim, OptimConfig):
-            config = {f: getattr(optim, f) for f in optim.__dataclass_fields__}
-        elif optim is not None:
-            config.update(optim)
-        if lr is not None:
-            config["lr"] = lr
-        if weight_decay is not None:
-            config["weight_decay"] = weight_decay
+        config = _optim_config(optim, lr, weight_decay, metric_update_every)  # a new name: hparams keep `optim`
         self.save_hyperparameters(ignore=["net"])  # for the logger and checkpoint; the code reads the attributes below
         # Plain attributes, not self.hparams: a subclass that calls save_hyperparameters() replaces hparams with its
         # own arguments, and the settings must not disappear with them.
-        self.optim = OptimConfig.from_any(config)
+        self.optim = config
         self.metric_update_every = metric_update_every
         self.net = net
-        for prefix in self.optim.lr_multipliers:  # fail at construction, not at fit start
-            try:
-                self.get_submodule(prefix)
-            except AttributeError:
-                raise ArgumentError(f"`lr_multipliers` key {prefix!r} is not a submodule of the model") from None
+        _check_lr_multipliers(self)  # fail at construction, not at fit start
         self.task = task
         self.label_smoothing = float(label_smoothing)
         if task == "multiclass":
@@ -257,31 +269,13 @@ class Regressor(OptimizerMixin, L.LightningModule):
         super().__init__()
         if num_targets < 1:
             raise ArgumentError(f"`num_targets` must be >= 1, got {num_targets!r}")
-        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
-            raise ArgumentError(f"`lr` must be > 0, got {lr!r}")
-        if weight_decay is not None and not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-            raise ArgumentError(f"`weight_decay` must be >= 0, got {weight_decay!r}")
-        if metric_update_every < 1:
-            raise ArgumentError(f"`metric_update_every` must be >= 1, got {metric_update_every!r}")
-        config = dict(DEFAULT_OPTIM)
-        if isinstance(optim, OptimConfig):
-            config = {f: getattr(optim, f) for f in optim.__dataclass_fields__}
-        elif optim is not None:
-            config.update(optim)
-        if lr is not None:
-            config["lr"] = lr
-        if weight_decay is not None:
-            config["weight_decay"] = weight_decay
+        config = _optim_config(optim, lr, weight_decay, metric_update_every)  # a new name: hparams keep `optim`
         self.save_hyperparameters(ignore=["net"])
-        self.optim = OptimConfig.from_any(config)
+        self.optim = config
         self.metric_update_every = metric_update_every
         self.num_targets = num_targets
         self.net = net
-        for prefix in self.optim.lr_multipliers:
-            try:
-                self.get_submodule(prefix)
-            except AttributeError:
-                raise ArgumentError(f"`lr_multipliers` key {prefix!r} is not a submodule of the model") from None
+        _check_lr_multipliers(self)
         self.register_buffer("target_mean", torch.zeros(num_targets))
         self.register_buffer("target_std", torch.ones(num_targets))
         self.loss_fn = nn.MSELoss()
