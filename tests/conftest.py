@@ -48,6 +48,24 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def load_recipe(stem: str):
+    """Import ``recipes/<stem>.py`` once per process, as module ``<stem>_recipe``.
+
+    Registered in ``sys.modules``: jsonargparse resolves the recipe's classes (and a config's short class names,
+    such as the momentum recipe's ``QuadraticBowl``) through it, and a second copy of those classes would make the
+    short names ambiguous.
+    """
+    import importlib.util
+
+    name = f"{stem}_recipe"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / f"{stem}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def run_python(args: list[str], tmp_path: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     """Run ``python *args`` in ``tmp_path``; fail the test with the output's tail if it exits non-zero."""
     proc = subprocess.run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -15,12 +14,12 @@ QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--tra
          "--trainer.enable_checkpointing=false", "--trainer.max_epochs=2"]
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import load_recipe  # noqa: E402
+
+
 def _recipe():
-    spec = importlib.util.spec_from_file_location("batch_size_recipe", ROOT / "recipes" / "batch_size.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("batch_size")
 
 
 @pytest.fixture(scope="module")

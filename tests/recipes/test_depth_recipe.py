@@ -3,7 +3,6 @@ normal init and keeping its scale with Kaiming, and training agrees."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, load_recipe  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "depth_diagnostics.py"
 DEPTH, WIDTH = 12, 32  # 11 hidden layers + output: deep enough for N(0, 0.01) to vanish, quick to train
@@ -28,10 +27,7 @@ def _own_argv(monkeypatch):
     monkeypatch.setattr(sys, "argv", [str(RECIPE)])
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("depth_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("depth_diagnostics")
 
 
 def test_probe_vanishes_for_small_normal_init_and_is_stable_for_kaiming(tmp_path):

@@ -3,7 +3,6 @@ channels_last keeps the values, FakeData is selectable."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -14,11 +13,11 @@ from torchvision.transforms import v2
 from lightning_bestpractices.data import VisionDataModule
 from lightning_bestpractices.models import SmallCNN
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import load_recipe  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("image_cnn_recipe", ROOT / "recipes" / "image_cnn.py")
-RECIPE = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = RECIPE
-spec.loader.exec_module(RECIPE)
+RECIPE = load_recipe("image_cnn")
 SMALL = ["--trainer.logger=CSVLogger", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
          "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2",
          "--trainer.limit_test_batches=2"]

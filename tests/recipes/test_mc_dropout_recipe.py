@@ -7,7 +7,6 @@ temperatures come from the validation set. CPU / DDP / bf16 launches are the mat
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import ROOT  # noqa: E402
+from conftest import load_recipe  # noqa: E402
 
 from lightning_bestpractices.uncertainty import mc_logits  # noqa: E402
 
@@ -25,11 +24,7 @@ TINY = ["--trainer.max_epochs=2", "--trainer.logger=false", "--trainer.enable_pr
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("mc_dropout_recipe", ROOT / "recipes" / "mc_dropout.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # jsonargparse reads the recipe's classes' signatures through their module
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("mc_dropout")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -14,11 +13,11 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 
 from lightning_bestpractices.measure import StepTimer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import load_recipe  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("mixed_precision_recipe", ROOT / "recipes" / "mixed_precision.py")
-RECIPE = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = RECIPE
-spec.loader.exec_module(RECIPE)
+RECIPE = load_recipe("mixed_precision")
 SMALL = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
          "--model.net.init_args.hidden=[64]", "--model.net.init_args.in_features=32", "--data.features=32",
          "--data.n_train=512", "--data.batch_size=64", "--trainer.max_steps=9", "--timer.warmup=3"]

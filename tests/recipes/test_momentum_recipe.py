@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -12,12 +11,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import load_recipe  # noqa: E402
+
+
 def _recipe():
-    spec = importlib.util.spec_from_file_location("momentum_recipe", ROOT / "recipes" / "momentum.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the config names the recipe's own QuadraticBowl: it must be importable
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("momentum")
 
 
 RECIPE = _recipe()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -18,12 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import load_recipe  # noqa: E402
+
+
 def _recipe():
-    spec = importlib.util.spec_from_file_location("regression_recipe", ROOT / "recipes" / "regression.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("regression")
 
 
 def _run(tmp_path: Path, *args: str) -> dict:

@@ -3,7 +3,6 @@ gradient accumulation, and the LR range test config trains at the LR it finds.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, load_recipe  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "schedules.py"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu", "--trainer.enable_checkpointing=false"]
@@ -25,10 +24,7 @@ def _own_argv(monkeypatch):
     monkeypatch.setattr(sys, "argv", [str(RECIPE)])
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("schedules_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("schedules")
 
 
 def _fit(tmp_path: Path, *args: str):

@@ -4,7 +4,6 @@ One run trains model A, then B from scratch, B head only (model A's layers copie
 unfreezing. Checked against model A's weights after the run. CPU / DDP / bf16 launches are the matrix test's.
 """
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import ROOT  # noqa: E402
+from conftest import load_recipe  # noqa: E402
 
 from lightning_bestpractices.normalization import FrozenBatchNorm  # noqa: E402
 
@@ -25,11 +24,7 @@ TINY = ["--trainer.max_epochs=2", "--trainer.logger=false", "--trainer.enable_pr
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("transfer_digits_recipe", ROOT / "recipes" / "transfer_digits.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # jsonargparse reads the recipe's classes' signatures through their module
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("transfer_digits")
 
 
 @pytest.fixture(scope="module")
