@@ -9,13 +9,10 @@ own strings), the headline ratios, the command that produced it, the date, the g
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +22,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def hardware() -> dict[str, Any]:
     """CPU model, cores, torch threads, load average and versions (without importing Lightning: it is slow)."""
-    import torch
+    from lightning_bestpractices._hardware import hardware as measured_on
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        lightning = metadata.version("lightning")
-    except metadata.PackageNotFoundError:
-        lightning = "not installed"
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "lightning": lightning, "python": platform.python_version(),
-            "load_average_1_5_15min": load}  # fmt: skip
+    return measured_on(load=True)
 
 
 def git_commit() -> str:

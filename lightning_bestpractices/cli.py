@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import secrets
 import sys
 import time
@@ -52,6 +51,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from ._hardware import hardware
 from ._logging import RUN_DIR_ENV, run_dir
 from .errors import ArgumentError
 
@@ -119,27 +119,6 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = float(value)
     return out
-
-
-def hardware() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, threads, accelerator, and the torch/Lightning versions.
-
-    Examples:
-        >>> sorted(hardware())[:4]
-        ['accelerator', 'cpu', 'cpu_count', 'lightning']
-    """
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)"
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "accelerator": accelerator, "torch": torch.__version__, "lightning": L.__version__,
-            "python": platform.python_version()}
 
 
 class BestPracticesCLI(LightningCLI):
